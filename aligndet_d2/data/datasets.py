@@ -1,0 +1,152 @@
+"""Registering proposals json files (and labelled COCO files used as proposals) as Detectron2 datasets.
+
+A proposals dataset yields standard Detectron2 dataset dicts whose ``annotations`` are the proposals in
+file order (``category_id`` 0, ``bbox_mode`` XYWH_ABS). Its metadata sets ``is_proposals=True`` so that
+fine-tuning code can refuse it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any, Dict, List, Optional
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from .proposals import ProposalsError
+
+__all__ = ["load_proposals_json", "register_proposals", "register_coco_as_proposals"]
+
+logger = logging.getLogger(__name__)
+
+# How far a box may poke out of its image before the json is refused: labelled COCO files round their
+# boxes to 0.01 px after clipping.
+_BOX_TOLERANCE = 1.0
+
+
+def load_proposals_json(
+    json_file: str,
+    image_root: str,
+    *,
+    ignore_labels: bool = False,
+    check_files: bool = True,
+) -> List[Dict[str, Any]]:
+    """Loads a proposals json (or any COCO instances json) as Detectron2 dataset dicts of proposals.
+
+    Images with no box are skipped with one warning that counts them.
+
+    Args:
+        json_file: the proposals json written by ``tools/proposals.py generate`` or a labelled COCO
+            json (then ``ignore_labels`` must be True: its boxes are used as proposals).
+        image_root: folder the ``file_name`` entries are relative to.
+        ignore_labels: accept a json with several categories and drop the labels with a warning.
+        check_files: check that every image file exists under ``image_root``.
+
+    Returns:
+        list[dict]: one dict per image with ``file_name``, ``image_id``, ``height``, ``width`` and
+        ``annotations`` (each ``{"bbox", "bbox_mode", "category_id": 0}``), proposals in file order.
+
+    Raises:
+        ProposalsError: naming the json, the image and the box, when an image is not under the root or
+            a box is degenerate or outside its image.
+    """
+    try:
+        with open(json_file) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ProposalsError(f"{json_file}: cannot read the proposals json ({e})") from e
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise ProposalsError(f"{json_file}: no '{key}' list: not a COCO/proposals json")
+    cats = data.get("categories") or []
+    is_proposals = [c.get("name") for c in cats] == ["selective_search"]
+    if not is_proposals:
+        if not ignore_labels:
+            raise ProposalsError(
+                f"{json_file}: a labelled dataset ({len(cats)} categories), not a proposals json; "
+                "register it with register_coco_as_proposals() to use its boxes as proposals"
+            )
+        logger.warning(
+            f"{json_file}: labelled dataset used for pre-training: its {len(cats)} class labels are "
+            "ignored and its boxes are used as proposals"
+        )
+
+    by_image: Dict[Any, List[Dict[str, Any]]] = {}
+    for a in data["annotations"]:
+        if a.get("iscrowd", 0):
+            continue
+        by_image.setdefault(a["image_id"], []).append(a)
+
+    dicts, empty, missing = [], [], []
+    for im in data["images"]:
+        path = os.path.join(image_root, im["file_name"])
+        if check_files and not os.path.isfile(path):
+            missing.append(im["file_name"])
+            continue
+        anns = []
+        W, H = im["width"], im["height"]
+        for a in sorted(by_image.get(im["id"], []), key=lambda a: a.get("rank", 0)):
+            x, y, w, h = a["bbox"]
+            where = (
+                f"{json_file}: image {im['file_name']}, annotation {a.get('id')}, box {a['bbox']}"
+            )
+            if not (w > 0 and h > 0):
+                raise ProposalsError(f"{where}: degenerate box (width and height must be > 0)")
+            t = _BOX_TOLERANCE
+            if x < -t or y < -t or x + w > W + t or y + h > H + t:
+                raise ProposalsError(f"{where}: outside the {W}x{H} image")
+            anns.append({"bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0})
+        if not anns:
+            empty.append(im["file_name"])
+            continue
+        dicts.append(
+            {"file_name": path, "image_id": im["id"], "height": H, "width": W, "annotations": anns}
+        )
+    if missing:
+        raise ProposalsError(
+            f"{json_file}: {len(missing)} of {len(data['images'])} images are not under the image "
+            f"root {image_root!r} (first: {missing[:3]}); is this proposals file for other images?"
+        )
+    if empty:
+        logger.warning(
+            f"{json_file}: skipped {len(empty)} of {len(data['images'])} images that have no "
+            f"proposals (first: {empty[:3]})"
+        )
+    if not dicts:
+        raise ProposalsError(f"{json_file}: no image has any proposal; nothing to train on")
+    return dicts
+
+
+def register_proposals(
+    name: str, json_file: str, image_root: str, *, ignore_labels: bool = False
+) -> None:
+    """Registers a proposals json plus image root as the Detectron2 dataset ``name``.
+
+    The dataset is loaded lazily (on ``DatasetCatalog.get``), as Detectron2's ``register_coco_instances``
+    does. Its metadata has ``thing_classes=["selective_search"]`` and ``is_proposals=True``.
+    """
+    DatasetCatalog.register(
+        name,
+        lambda: load_proposals_json(json_file, image_root, ignore_labels=ignore_labels),
+    )
+    MetadataCatalog.get(name).set(
+        json_file=json_file,
+        image_root=image_root,
+        evaluator_type="proposals",
+        thing_classes=["selective_search"],
+        is_proposals=True,
+    )
+
+
+def register_coco_as_proposals(name: str, json_file: str, image_root: str) -> None:
+    """Registers a labelled COCO json whose ground-truth boxes serve as proposals (labels ignored)."""
+    register_proposals(name, json_file, image_root, ignore_labels=True)
+
+
+def maybe_register(name: str, json_file: Optional[str], image_root: str, **kwargs) -> str:
+    """Registers ``name`` unless it is registered already (configs call this at build time)."""
+    if name not in DatasetCatalog.list():
+        register_proposals(name, json_file, image_root, **kwargs)
+    return name

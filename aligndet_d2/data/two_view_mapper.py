@@ -1,0 +1,185 @@
+"""The two-view dataset mapper of box-domain pre-training (DESIGN.md 2.2).
+
+The image is read once; each view gets its own random resize, horizontal flip and one photometric op.
+There is no crop, so every proposal is visible in both views, and no box is ever dropped in one view
+only: both views' ``Instances`` hold the same boxes in the same order, with ``gt_ids`` holding each
+box's index in the image's proposal list.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import Boxes, BoxMode, Instances
+from PIL import Image, ImageEnhance, ImageOps
+
+__all__ = ["PHOTOMETRIC_OPS", "RandomPhotometric", "TwoViewMapper", "photometric_op"]
+
+logger = logging.getLogger(__name__)
+
+# The nine ops of DESIGN.md 2.2, each chosen with probability 1/9, magnitude m in 1..9.
+PHOTOMETRIC_OPS = (
+    "identity",
+    "autocontrast",
+    "equalize",
+    "solarize",
+    "color",
+    "contrast",
+    "brightness",
+    "sharpness",
+    "posterize",
+)
+_ENHANCERS = {
+    "color": ImageEnhance.Color,
+    "contrast": ImageEnhance.Contrast,
+    "brightness": ImageEnhance.Brightness,
+    "sharpness": ImageEnhance.Sharpness,
+}
+
+
+def photometric_op(name: str, magnitude: int) -> Callable[[Image.Image], Image.Image]:
+    """A PIL function for one of :data:`PHOTOMETRIC_OPS` at magnitude 1..9 (RGB images).
+
+    Solarize uses threshold ``min(int(25.6 m), 255)``; the enhance ops use factor ``0.1 + 0.18 m``;
+    posterize keeps ``4 - int(0.4 m)`` bits.
+    """
+    m = int(magnitude)
+    if name == "identity":
+        return lambda img: img
+    if name == "autocontrast":
+        return ImageOps.autocontrast
+    if name == "equalize":
+        return ImageOps.equalize
+    if name == "solarize":
+        threshold = min(int(25.6 * m), 255)
+        return lambda img: ImageOps.solarize(img, threshold)
+    if name in _ENHANCERS:
+        factor = 0.1 + 0.18 * m
+        return lambda img: _ENHANCERS[name](img).enhance(factor)
+    if name == "posterize":
+        bits = 4 - int(0.4 * m)
+        return lambda img: ImageOps.posterize(img, bits)
+    raise ValueError(f"unknown photometric op {name!r} (allowed: {PHOTOMETRIC_OPS})")
+
+
+class RandomPhotometric(T.Augmentation):
+    """Applies one photometric op chosen uniformly, with a magnitude drawn uniformly from a range.
+
+    Boxes are left unchanged (the transform is a :class:`detectron2.data.transforms.PILColorTransform`).
+    Expects a uint8 RGB image.
+    """
+
+    def __init__(self, ops: Sequence[str] = PHOTOMETRIC_OPS, magnitude_range=(1, 9)):
+        super().__init__()
+        for op in ops:
+            photometric_op(op, 1)  # validates the name
+        lo, hi = magnitude_range
+        if not (1 <= lo <= hi <= 9):
+            raise ValueError(f"magnitude_range={magnitude_range} (allowed: 1 <= lo <= hi <= 9)")
+        self.ops = tuple(ops)
+        self.magnitude_range = (int(lo), int(hi))
+
+    def get_transform(self, image):
+        op = self.ops[np.random.randint(len(self.ops))]
+        m = np.random.randint(self.magnitude_range[0], self.magnitude_range[1] + 1)
+        if op == "identity":
+            return T.NoOpTransform()
+        return T.PILColorTransform(photometric_op(op, m))
+
+
+class TwoViewMapper:
+    """Maps a proposals dataset dict to two augmented views with aligned proposal ids.
+
+    Works with ``build_detection_train_loader(mapper=TwoViewMapper(...))`` and aspect-ratio grouping
+    (the output keeps the dataset dict's ``height`` / ``width``).
+
+    Output dict: the input's ``file_name``, ``image_id``, ``height``, ``width``, and ``views``: a list of
+    two dicts, each ``{"image": (C, H_v, W_v) uint8 tensor, "instances": Instances}`` whose instances
+    hold ``gt_boxes`` (N boxes in the view's pixels), ``gt_ids`` ((N,) int64, the proposal's index in
+    the image's list, identical in both views) and ``gt_classes`` ((N,) zeros).
+    """
+
+    def __init__(
+        self,
+        *,
+        short_edge_lengths: Sequence[int] = (640, 672, 704, 736, 768, 800),
+        max_size: int = 1333,
+        flip_prob: float = 0.5,
+        photometric_ops: Sequence[str] = PHOTOMETRIC_OPS,
+        magnitude_range: Tuple[int, int] = (1, 9),
+        image_format: str = "BGR",
+        max_proposals: Optional[int] = None,
+    ):
+        """
+        Args:
+            short_edge_lengths: each view's short side is drawn from these.
+            max_size: cap on each view's long side.
+            flip_prob: probability of a horizontal flip, per view.
+            photometric_ops: the ops one is drawn from, per view (empty: no photometric op).
+            magnitude_range: inclusive range of op magnitudes.
+            image_format: the model's input format ("BGR" or "RGB"); ops run on RGB either way.
+            max_proposals: keep only the first k proposals of each image (file order), or None.
+        """
+        if max_proposals is not None and max_proposals < 1:
+            raise ValueError(f"max_proposals={max_proposals} (allowed: an integer >= 1, or None)")
+        if image_format not in ("BGR", "RGB"):
+            raise ValueError(f"image_format={image_format!r} (allowed: 'BGR', 'RGB')")
+        augs: List[T.Augmentation] = [
+            T.ResizeShortestEdge(list(short_edge_lengths), max_size, sample_style="choice")
+        ]
+        if flip_prob > 0:
+            augs.append(T.RandomFlip(prob=flip_prob, horizontal=True, vertical=False))
+        if photometric_ops:
+            augs.append(RandomPhotometric(photometric_ops, magnitude_range))
+        self.augmentations = T.AugmentationList(augs)
+        self.image_format = image_format
+        self.max_proposals = max_proposals
+
+    def _proposal_boxes(self, dataset_dict: Dict[str, Any]) -> np.ndarray:
+        anns = dataset_dict["annotations"]
+        if self.max_proposals is not None:
+            anns = anns[: self.max_proposals]
+        boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        dataset_dict = copy.copy(dataset_dict)
+        file_name = dataset_dict["file_name"]
+        try:
+            image = utils.read_image(file_name, format="RGB")
+        except Exception as e:
+            raise RuntimeError(
+                f"{file_name}: cannot read the image ({type(e).__name__}: {e})"
+            ) from e
+        utils.check_image_size(dataset_dict, image)
+        boxes = self._proposal_boxes(dataset_dict)
+        ids = torch.arange(len(boxes), dtype=torch.int64)
+        views = [self._view(image, boxes, ids) for _ in range(2)]
+        out = {k: dataset_dict[k] for k in ("file_name", "image_id", "height", "width")}
+        out["views"] = views
+        return out
+
+    def _view(self, image: np.ndarray, boxes: np.ndarray, ids: torch.Tensor) -> Dict[str, Any]:
+        aug_input = T.AugInput(image, boxes=boxes)
+        self.augmentations(aug_input)
+        img = aug_input.image
+        if self.image_format == "BGR":
+            img = img[:, :, ::-1]
+        h, w = img.shape[:2]
+        inst = Instances((h, w))
+        gt_boxes = Boxes(torch.as_tensor(aug_input.boxes, dtype=torch.float32).reshape(-1, 4))
+        # Clip only (never filter): a box must stay in both views so its id has a key in the other.
+        gt_boxes.clip((h, w))
+        inst.gt_boxes = gt_boxes
+        inst.gt_ids = ids.clone()
+        inst.gt_classes = torch.zeros(len(ids), dtype=torch.int64)
+        return {
+            "image": torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1))),
+            "instances": inst,
+        }
