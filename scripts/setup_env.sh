@@ -39,7 +39,7 @@ step "1/7 create the virtual environment $VENV"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 VPY="$VENV/bin/python"
 "$VPY" -c 'import sys; assert sys.version_info[:2] == (3, 11), "need Python 3.11, got " + sys.version'
-PIP=("$VPY" -m pip install --disable-pip-version-check)
+PIP=("$VPY" -m pip install --quiet --disable-pip-version-check)
 
 step "2/7 torch and torchvision (requirements/torch.txt)"
 "${PIP[@]}" -r "$REQ/torch.txt"

@@ -45,3 +45,62 @@ def write_subset_json(src_json: str, dst_json: str, n: int, start: int = 0) -> d
     with open(dst_json, "w") as f:
         json.dump(d, f)
     return d
+
+
+CONFIGS = REPO / "configs"
+
+
+def small_pretrain_cfg(output_dir, max_iter=5, extra=()):
+    """The CPU pre-training config on coco64's ground-truth boxes as proposals, at a small size."""
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(str(CONFIGS / "pretrain_box_faster_rcnn_cpu.py"))
+    overrides = [
+        f"dataloader.train.dataset.json_file={COCO64 / 'annotations' / 'train.json'}",
+        f"dataloader.train.dataset.image_root={COCO64 / 'images'}",
+        "dataloader.train.mapper.short_edge_lengths=[192]",
+        "dataloader.train.mapper.max_size=320",
+        "dataloader.train.mapper.max_proposals=8",
+        "dataloader.train.num_workers=0",
+        f"train.output_dir={output_dir}",
+        f"train.max_iter={max_iter}",
+        "train.log_period=1",
+        "train.device=cpu",
+        *extra,
+    ]
+    return LazyConfig.apply_overrides(cfg, overrides)
+
+
+def small_finetune_cfg(output_dir, max_iter=5, extra=()):
+    """The CPU fine-tune config on coco64 at a small size."""
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(str(CONFIGS / "finetune_faster_rcnn_cpu.py"))
+    cfg = LazyConfig.apply_overrides(
+        cfg,
+        [
+            "dataloader.train.num_workers=0",
+            "dataloader.test.num_workers=0",
+            f"train.output_dir={output_dir}",
+            f"train.max_iter={max_iter}",
+            "train.log_period=1",
+            "train.device=cpu",
+            *extra,
+        ],
+    )
+    cfg.dataloader.train.mapper.augmentations[0].short_edge_length = (192,)
+    cfg.dataloader.train.mapper.augmentations[0].max_size = 320
+    cfg.dataloader.test.mapper.augmentations[0].short_edge_length = 192
+    cfg.dataloader.test.mapper.augmentations[0].max_size = 320
+    return cfg
+
+
+class Args:
+    """The parsed command line that train_loop functions expect."""
+
+    def __init__(self, resume=False, eval_only=False):
+        self.resume = resume
+        self.eval_only = eval_only
+        self.num_gpus = 1
+        self.config_file = ""
+        self.opts = []

@@ -93,9 +93,7 @@ def test_images_without_proposals_are_skipped_with_a_count(coco64, tmp_path, cap
     assert "skipped 1 of 3 images that have no proposals" in caplog.text
 
 
-def test_labelled_dataset_needs_explicit_choice(coco64, caplog):
-    with pytest.raises(ProposalsError, match="a labelled dataset .* not a proposals json"):
-        load_proposals_json(coco64["train"], coco64["images"])
+def test_labelled_dataset_gives_its_boxes_with_a_warning(coco64, caplog):
     register_coco_as_proposals("test_gt_as_props", coco64["train"], coco64["images"])
     with caplog.at_level(logging.WARNING):
         dicts = DatasetCatalog.get("test_gt_as_props")

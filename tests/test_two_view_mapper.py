@@ -13,7 +13,7 @@ from aligndet_d2.data.two_view_mapper import PHOTOMETRIC_OPS, RandomPhotometric,
 
 @pytest.fixture(scope="module")
 def dicts(coco64):
-    return load_proposals_json(coco64["train"], coco64["images"], ignore_labels=True)
+    return load_proposals_json(coco64["train"], coco64["images"])
 
 
 def _landscape(dicts):

@@ -10,14 +10,21 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BoxMode
 
 from .proposals import ProposalsError
 
-__all__ = ["load_proposals_json", "register_proposals", "register_coco_as_proposals"]
+__all__ = [
+    "load_proposals_json",
+    "register_proposals",
+    "register_coco_as_proposals",
+    "register_coco",
+    "is_proposals_dataset",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +37,6 @@ def load_proposals_json(
     json_file: str,
     image_root: str,
     *,
-    ignore_labels: bool = False,
     check_files: bool = True,
 ) -> List[Dict[str, Any]]:
     """Loads a proposals json (or any COCO instances json) as Detectron2 dataset dicts of proposals.
@@ -38,10 +44,10 @@ def load_proposals_json(
     Images with no box are skipped with one warning that counts them.
 
     Args:
-        json_file: the proposals json written by ``tools/proposals.py generate`` or a labelled COCO
-            json (then ``ignore_labels`` must be True: its boxes are used as proposals).
+        json_file: the proposals json written by ``tools/proposals.py generate``, or a labelled COCO
+            json, whose ground-truth boxes are then used as proposals (its labels are ignored, with a
+            warning).
         image_root: folder the ``file_name`` entries are relative to.
-        ignore_labels: accept a json with several categories and drop the labels with a warning.
         check_files: check that every image file exists under ``image_root``.
 
     Returns:
@@ -63,11 +69,6 @@ def load_proposals_json(
     cats = data.get("categories") or []
     is_proposals = [c.get("name") for c in cats] == ["selective_search"]
     if not is_proposals:
-        if not ignore_labels:
-            raise ProposalsError(
-                f"{json_file}: a labelled dataset ({len(cats)} categories), not a proposals json; "
-                "register it with register_coco_as_proposals() to use its boxes as proposals"
-            )
         logger.warning(
             f"{json_file}: labelled dataset used for pre-training: its {len(cats)} class labels are "
             "ignored and its boxes are used as proposals"
@@ -119,9 +120,7 @@ def load_proposals_json(
     return dicts
 
 
-def register_proposals(
-    name: str, json_file: str, image_root: str, *, ignore_labels: bool = False
-) -> None:
+def register_proposals(name: str, json_file: str, image_root: str) -> None:
     """Registers a proposals json plus image root as the Detectron2 dataset ``name``.
 
     The dataset is loaded lazily (on ``DatasetCatalog.get``), as Detectron2's ``register_coco_instances``
@@ -129,7 +128,7 @@ def register_proposals(
     """
     DatasetCatalog.register(
         name,
-        lambda: load_proposals_json(json_file, image_root, ignore_labels=ignore_labels),
+        lambda: load_proposals_json(json_file, image_root),
     )
     MetadataCatalog.get(name).set(
         json_file=json_file,
@@ -142,11 +141,42 @@ def register_proposals(
 
 def register_coco_as_proposals(name: str, json_file: str, image_root: str) -> None:
     """Registers a labelled COCO json whose ground-truth boxes serve as proposals (labels ignored)."""
-    register_proposals(name, json_file, image_root, ignore_labels=True)
+    register_proposals(name, json_file, image_root)
 
 
-def maybe_register(name: str, json_file: Optional[str], image_root: str, **kwargs) -> str:
-    """Registers ``name`` unless it is registered already (configs call this at build time)."""
-    if name not in DatasetCatalog.list():
-        register_proposals(name, json_file, image_root, **kwargs)
+def register_coco(name: str, json_file: str, image_root: str) -> str:
+    """Registers a labelled COCO json with Detectron2 unless ``name`` exists; returns ``name``.
+
+    Configs call it through ``LazyCall`` (``names=L(register_coco)(name=..., json_file=...,
+    image_root=...)``) so that datasets outside Detectron2's builtin list need no extra code.
+
+    Raises:
+        ProposalsError: when the json is a proposals file (fine-tuning needs labels).
+    """
+    if name in DatasetCatalog.list():
+        return name
+    try:
+        with open(json_file) as f:
+            cats = json.load(f).get("categories") or []
+    except (OSError, json.JSONDecodeError) as e:
+        raise ProposalsError(f"{json_file}: cannot read the dataset json ({e})") from e
+    if [c.get("name") for c in cats] == ["selective_search"]:
+        raise ProposalsError(
+            f"{json_file}: a proposals json has no labels; it is for pre-training, not for "
+            f"fine-tuning or evaluation (dataset {name!r})"
+        )
+    register_coco_instances(name, {}, json_file, image_root)
     return name
+
+
+def is_proposals_dataset(name: str) -> bool:
+    """Whether a registered dataset holds proposals (no labels)."""
+    meta = MetadataCatalog.get(name)
+    if meta.get("is_proposals", False):
+        return True
+    json_file = meta.get("json_file", None)
+    if json_file and os.path.isfile(json_file):
+        with open(json_file) as f:
+            cats = json.load(f).get("categories") or []
+        return [c.get("name") for c in cats] == ["selective_search"]
+    return False

@@ -23,6 +23,7 @@ def draw_boxes(
     boxes_xyxy: np.ndarray,
     ids: Optional[Sequence[int]] = None,
     labels: Optional[Sequence[str]] = None,
+    colors: Optional[Sequence] = None,
 ) -> np.ndarray:
     """Draws boxes on an image.
 
@@ -31,6 +32,7 @@ def draw_boxes(
         boxes_xyxy: (N, 4) boxes in pixels.
         ids: (N,) ids that choose the colours (default 0..N-1).
         labels: (N,) texts drawn at the boxes (default: the ids).
+        colors: (N,) RGB colours in [0, 1] (default: one per id).
 
     Returns:
         (H, W, 3) uint8 RGB picture.
@@ -39,7 +41,8 @@ def draw_boxes(
     ids = list(range(len(boxes_xyxy))) if ids is None else [int(i) for i in ids]
     labels = [str(i) for i in ids] if labels is None else list(labels)
     vis = Visualizer(image_rgb)
-    out = vis.overlay_instances(boxes=boxes_xyxy, labels=labels, assigned_colors=id_colors(ids))
+    colors = id_colors(ids) if colors is None else list(colors)
+    out = vis.overlay_instances(boxes=boxes_xyxy, labels=labels, assigned_colors=colors)
     return out.get_image()
 
 

@@ -1,0 +1,233 @@
+"""Export of a pre-training checkpoint to a plain Detectron2 checkpoint, and the key report.
+
+The export keeps the online detector only and drops its projection layers; the RPN is kept whole. The
+last box-regression layers (R-CNN ``roi_heads.box_predictor.bbox_pred``, RetinaNet / FCOS
+``head.bbox_pred`` and FCOS ``head.ctrness``) are dropped by default, as the reference does, or kept
+(DESIGN.md 2.6). A kept R-CNN regressor is class-agnostic: it loads only into a fine-tune config with
+``cls_agnostic_bbox_reg=True``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+__all__ = [
+    "EXPORT_MARKER",
+    "MODULES",
+    "ExportMismatchError",
+    "export_state_dict",
+    "export_checkpoint",
+    "write_export",
+    "key_report",
+    "format_report",
+    "check_report",
+    "load_checkpoint_file",
+]
+
+# Key of the export's metadata in the written file; train_net.py checks exports that carry it.
+EXPORT_MARKER = "aligndet_export"
+
+# Modules of the per-module report, first matching prefix wins (the FPN is everything in the backbone
+# but its bottom-up network).
+MODULES: Sequence[Tuple[str, Tuple[str, ...]]] = (
+    ("backbone", ("backbone.bottom_up.",)),
+    ("FPN", ("backbone.",)),
+    ("RPN", ("proposal_generator.",)),
+    ("box head", ("roi_heads.box_head.", "roi_heads.box_pooler.")),
+    ("predictor", ("roi_heads.box_predictor.",)),
+    ("mask head", ("roi_heads.mask_head.", "roi_heads.mask_pooler.")),
+    ("dense towers", ("head.cls_subnet.", "head.bbox_subnet.", "head.share_tower.")),
+    ("dense predictor", ("head.",)),
+)
+# Modules whose every key must transfer when the detector and backbone match; the others (predictors,
+# mask head) are expected to start, at least in part, from random init.
+_MUST_TRANSFER = ("backbone", "FPN", "RPN", "box head", "dense towers")
+
+# Layers that only pre-training has.
+_PROJECTION = (".projector.",)
+# The last box-regression layers (kept or dropped by the switch).
+_REGRESSION = ("roi_heads.box_predictor.bbox_pred.", "head.bbox_pred.", "head.ctrness.")
+
+
+class ExportMismatchError(ValueError):
+    """The exported weights do not fit the fine-tune config (another detector or backbone)."""
+
+
+def module_of(key: str) -> str:
+    """The report module of a state-dict key."""
+    for name, prefixes in MODULES:
+        if key.startswith(prefixes):
+            return name
+    return "other"
+
+
+def load_checkpoint_file(path: str) -> Dict[str, Any]:
+    """Loads a Detectron2 ``.pth`` checkpoint (a dict with ``model``) onto the CPU."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path}: not a Detectron2 checkpoint (no 'model' entry)")
+    return ckpt
+
+
+def export_state_dict(
+    pretrain_state: Dict[str, torch.Tensor], keep_box_regression: bool = False
+) -> Tuple["OrderedDict[str, torch.Tensor]", List[str]]:
+    """The online detector's weights without the pre-training-only layers.
+
+    Args:
+        pretrain_state: state dict of a :class:`~aligndet_d2.modeling.MomentumPair`.
+        keep_box_regression: keep the last box-regression layers.
+
+    Returns:
+        (plain detector state dict, dropped keys).
+    """
+    online = [k for k in pretrain_state if k.startswith("online.")]
+    if not online:
+        raise ValueError(
+            "not a pre-training checkpoint: no 'online.*' keys (is it already exported?)"
+        )
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    dropped = []
+    for k in online:
+        key = k[len("online.") :]
+        if any(p in key for p in _PROJECTION) or (
+            not keep_box_regression and key.startswith(_REGRESSION)
+        ):
+            dropped.append(key)
+        else:
+            out[key] = pretrain_state[k]
+    return out, dropped
+
+
+def write_export(
+    state: Dict[str, torch.Tensor],
+    dropped: Sequence[str],
+    output: str,
+    *,
+    source: str,
+    iteration: Optional[int] = None,
+    keep_box_regression: bool = False,
+) -> None:
+    """Saves an exported state dict as a Detectron2 checkpoint that records its export."""
+    meta = {
+        "source": os.path.basename(source),
+        "iteration": iteration,
+        "keep_box_regression": keep_box_regression,
+        "dropped": list(dropped),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    torch.save(
+        {"model": state, "__author__": "aligndet_d2", "matching_heuristics": False, EXPORT_MARKER: meta},
+        output,
+    )
+
+
+def export_checkpoint(
+    checkpoint: str, output: str, keep_box_regression: bool = False
+) -> Tuple["OrderedDict[str, torch.Tensor]", List[str]]:
+    """Writes the plain Detectron2 checkpoint of a pre-training checkpoint's online detector.
+
+    Returns:
+        (exported state dict, dropped keys).
+    """
+    ckpt = load_checkpoint_file(checkpoint)
+    state, dropped = export_state_dict(ckpt["model"], keep_box_regression)
+    write_export(
+        state,
+        dropped,
+        output,
+        source=checkpoint,
+        iteration=ckpt.get("iteration"),
+        keep_box_regression=keep_box_regression,
+    )
+    return state, dropped
+
+
+def key_report(
+    exported: Dict[str, torch.Tensor],
+    model_state: Dict[str, torch.Tensor],
+    dropped: Sequence[str] = (),
+) -> "OrderedDict[str, Dict[str, List[str]]]":
+    """Per module, which keys transfer, were dropped at export, start from random init, or mismatch.
+
+    Args:
+        exported: the exported state dict.
+        model_state: state dict of the fine-tune model.
+        dropped: keys the export dropped.
+
+    Returns:
+        module -> ``{"transferred", "dropped", "random_init", "mismatched"}`` lists of keys;
+        "mismatched" holds keys of the export that the model lacks or has with another shape.
+    """
+    report: "OrderedDict[str, Dict[str, List[str]]]" = OrderedDict()
+
+    def row(key):
+        m = module_of(key)
+        if m not in report:
+            report[m] = {"transferred": [], "dropped": [], "random_init": [], "mismatched": []}
+        return report[m]
+
+    for k, v in exported.items():
+        if k in model_state and tuple(model_state[k].shape) == tuple(v.shape):
+            row(k)["transferred"].append(k)
+        else:
+            row(k)["mismatched"].append(k)
+    for k in dropped:
+        row(k)["dropped"].append(k)
+    for k in model_state:
+        if k not in exported:
+            row(k)["random_init"].append(k)
+    order = [name for name, _ in MODULES] + ["other"]
+    return OrderedDict(sorted(report.items(), key=lambda kv: order.index(kv[0])))
+
+
+def check_report(report: Dict[str, Dict[str, List[str]]]) -> None:
+    """Raises :class:`ExportMismatchError` listing the modules whose weights do not fit.
+
+    A module mismatches when an exported key is missing from the model or has another shape, or
+    when a module that must transfer whole (backbone, FPN, RPN, box head, dense towers) was exported
+    but some of its model keys are not in the export.
+    """
+    bad = []
+    for module, r in report.items():
+        problems = []
+        if r["mismatched"]:
+            problems.append(f"{len(r['mismatched'])} exported keys missing or of another shape "
+                            f"(first: {r['mismatched'][0]})")
+        exported = r["transferred"] or r["mismatched"]
+        if module in _MUST_TRANSFER and exported and r["random_init"]:
+            problems.append(f"{len(r['random_init'])} keys not in the export "
+                            f"(first: {r['random_init'][0]})")
+        if problems:
+            bad.append(f"{module}: " + "; ".join(problems))
+    if bad:
+        raise ExportMismatchError(
+            "the exported weights do not match this config (another detector or backbone?):\n  "
+            + "\n  ".join(bad)
+        )
+
+
+def format_report(report: Dict[str, Dict[str, List[str]]]) -> str:
+    """The report as a table: module, keys transferred, dropped at export, random init, mismatched."""
+    from tabulate import tabulate
+
+    rows = [
+        [m, len(r["transferred"]), len(r["dropped"]), len(r["random_init"]), len(r["mismatched"])]
+        for m, r in report.items()
+    ]
+    return tabulate(
+        rows,
+        headers=["module", "transferred", "dropped at export", "random init", "mismatched"],
+        tablefmt="pipe",
+    )
+
+
+def exported_meta(ckpt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The export metadata of a loaded checkpoint, or None if it is not an aligndet export."""
+    return ckpt.get(EXPORT_MARKER)

@@ -1,0 +1,112 @@
+"""Command line: what a pre-trained R-CNN learned, in pictures.
+
+For each image: on the left its proposals (the pseudo ground truth of pre-training), on the right the
+online detector's boxes (the RPN's top proposals refined by the pre-trained box regressor), each drawn in
+the colour and with the id of the proposal it overlaps most (IoU >= 0.5), grey otherwise.
+
+Example::
+
+    python tools/inspect_pretrain.py --config-file configs/pretrain_box_faster_rcnn_cpu.py \\
+        --checkpoint output/pretrain_box_faster_rcnn_cpu/model_final.pth \\
+        --proposals output/proposals/coco64_train.json --image-root datasets/coco64/images \\
+        --output-dir output/inspect
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import List, Optional
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["main", "predict_boxes"]
+
+
+@torch.no_grad()
+def predict_boxes(detector, image: torch.Tensor, top_k: int) -> np.ndarray:
+    """The detector's boxes for one image: top-k RPN proposals refined by the box regressor.
+
+    Args:
+        detector: an :class:`~aligndet_d2.modeling.AlignDetRCNN` in eval mode.
+        image: (C, H, W) uint8 image in the detector's input format.
+        top_k: number of boxes.
+
+    Returns:
+        (K, 4) XYXY boxes in the image's pixels.
+    """
+    images = detector.preprocess_image([{"image": image}])
+    features = detector.backbone(images.tensor)
+    proposals, _ = detector.proposal_generator(images, features, None)
+    boxes = proposals[0].proposal_boxes[:top_k]
+    heads = detector.roi_heads
+    feats = heads.box_head(heads.box_pooler([features[f] for f in heads.box_in_features], [boxes]))
+    _, deltas = heads.box_predictor(feats)
+    refined = heads.box_predictor.box2box_transform.apply_deltas(deltas, boxes.tensor)
+    return refined.clamp(min=0).numpy()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="inspect_pretrain.py", description=__doc__.splitlines()[0])
+    p.add_argument("--config-file", required=True, help="the pre-training config")
+    p.add_argument("--checkpoint", required=True, help="pre-training checkpoint")
+    p.add_argument("--proposals", required=True, help="proposals json of the images")
+    p.add_argument("--image-root", required=True)
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--num-images", type=int, default=4)
+    p.add_argument("--top-k", type=int, default=15, help="detector boxes per image")
+    p.add_argument("--max-proposals", type=int, default=32, help="proposals drawn per image")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
+    args = p.parse_args(argv)
+
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.data import transforms as T
+    from detectron2.data.detection_utils import read_image
+    from detectron2.structures import Boxes, pairwise_iou
+
+    from ..data.datasets import load_proposals_json
+    from ..modeling.rcnn import AlignDetRCNN
+    from ..utils.visualize import draw_boxes, id_colors
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    pair = instantiate(cfg.model)
+    if not isinstance(pair.online, AlignDetRCNN):
+        print("error: inspect_pretrain.py draws R-CNN pre-training only", file=sys.stderr)
+        return 1
+    DetectionCheckpointer(pair).load(args.checkpoint)
+    detector = pair.online.eval()
+    fmt = cfg.dataloader.train.mapper.image_format
+    short = max(cfg.dataloader.train.mapper.short_edge_lengths)
+    resize = T.ResizeShortestEdge(short, cfg.dataloader.train.mapper.max_size)
+    os.makedirs(args.output_dir, exist_ok=True)
+    for d in load_proposals_json(args.proposals, args.image_root)[: args.num_images]:
+        rgb = read_image(d["file_name"], format="RGB")
+        tf = resize.get_transform(rgb)
+        img = tf.apply_image(rgb)
+        net_in = img if fmt == "RGB" else img[:, :, ::-1]
+        pred = predict_boxes(detector, torch.as_tensor(net_in.copy()).permute(2, 0, 1), args.top_k)
+        props = np.asarray(
+            [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in d["annotations"])]
+        )[: args.max_proposals]
+        props = tf.apply_box(props)
+        iou = pairwise_iou(Boxes(torch.as_tensor(pred)), Boxes(torch.as_tensor(props))).numpy()
+        best = iou.argmax(1) if iou.size else np.zeros(len(pred), dtype=int)
+        hit = iou.max(1) >= 0.5 if iou.size else np.zeros(len(pred), dtype=bool)
+        left = draw_boxes(img, props)
+        labels = [str(b) if h else "-" for b, h in zip(best, hit)]
+        colors = [id_colors([b])[0] if h else (0.6, 0.6, 0.6) for b, h in zip(best, hit)]
+        right = draw_boxes(img, pred, labels=labels, colors=colors)
+        canvas = np.concatenate([left, np.full((left.shape[0], 8, 3), 255, np.uint8), right], 1)
+        stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
+        out = os.path.join(args.output_dir, f"{stem}_pretrained.png")
+        Image.fromarray(canvas).save(out)
+        print(f"wrote {out}: {int(hit.sum())} of {len(pred)} boxes match a proposal (IoU >= 0.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+#!/usr/bin/env python
+"""AP of AlignDet pre-training + fine-tuning vs the same fine-tuning from scratch neck and heads.
+
+For each detector (CPU configs) and seed: selective-search proposals of the train images (no labels) ->
+box-domain pre-training -> export -> fine-tuning on the train labels at each budget, from the export
+("aligndet") and from the ImageNet backbone with neck and heads from scratch ("scratch"), with the very
+same fine-tune config -> Detectron2's COCO evaluation on the val images (80-class AP, AP50, AP75, AP for
+`person`) and class-agnostic AP. Ablations change one thing each (see VARIANTS).
+
+Resumable: every finished run leaves its eval_results.json and is skipped next time; an interrupted
+training run resumes from its last checkpoint. Writes <out>.md, <out>.json and <out>.png.
+
+    python benchmarks/quality.py --data ../shared/data/coco256
+    python benchmarks/quality.py --data ../shared/data/coco256 --variants keep_reg fast_proposals
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+
+DETECTORS = {
+    det: {
+        "pretrain": f"configs/pretrain_box_{det}_cpu.py",
+        "finetune": f"configs/finetune_{det}_cpu.py",
+        # Fine-tune overrides that a kept box-regression layer needs (the dense heads' regressors
+        # are class-agnostic already).
+        "keep_reg": ["model.roi_heads.box_predictor.cls_agnostic_bbox_reg=True"]
+        if det == "faster_rcnn"
+        else [],
+    }
+    for det in ("faster_rcnn",)
+}
+
+# An ablation changes one thing against "main". Keys: proposals mode, pre-training length factor, export
+# switch, extra fine-tune overrides (both arms), budgets it runs at ("short": the shortest only).
+VARIANTS = {
+    "main": {},
+    "keep_reg": {"keep_reg": True, "budgets": "short"},
+    "fast_proposals": {"mode": "fast", "budgets": "short"},
+    "pretrain_x2": {"pretrain_factor": 2.0, "budgets": "short"},
+    "frozen_backbone_ft": {
+        "finetune": ["model.backbone.bottom_up.freeze_at=-1"],
+        "budgets": "short",
+    },
+}
+METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("bbox", "AP-person"),
+           ("bbox_agnostic", "AP"), ("bbox_agnostic", "AP50")]
+
+
+def _log(msg: str) -> None:
+    print(f"[quality {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _train_net(args: List[str], out_dir: Path) -> float:
+    """Runs train_net.py (resuming an interrupted run); returns the wall time in seconds."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    resume = ["--resume"] if (out_dir / "last_checkpoint").exists() else []
+    cmd = [sys.executable, str(REPO / "train_net.py"), *resume, *args,
+           f"train.output_dir={out_dir}", "train.checkpointer.max_to_keep=1"]
+    t = time.time()
+    with open(out_dir / "train_net.log", "a") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    if proc.returncode:
+        sys.exit(f"train_net.py failed (exit {proc.returncode}); see {out_dir / 'train_net.log'}")
+    return time.time() - t
+
+
+class Harness:
+    def __init__(self, args):
+        self.args = args
+        self.data = Path(args.data).resolve()
+        self.work = Path(args.work_dir).resolve()
+        self.images = str(self.data / "images")
+        self.train_json = str(self.data / "annotations" / "train.json")
+        self.val_json = str(self.data / "annotations" / "val.json")
+        self.manifest_path = self.work / "runs.json"
+        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+
+    def _record(self, key: str, seconds: float) -> None:
+        self.manifest[key] = {"seconds": seconds}
+        self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+        self.manifest_path.write_text(json.dumps(self.manifest, indent=1))
+
+    def proposals(self, mode: str) -> str:
+        from aligndet_d2.data.proposals import ProposalSettings, generate_proposals
+
+        out = self.work / "proposals" / f"train_{mode}.json"
+        if not out.exists():
+            _log(f"proposals ({mode}) for {self.train_json}")
+            t = time.time()
+            generate_proposals(self.images, str(out), coco_json=self.train_json,
+                               settings=ProposalSettings(mode=mode), num_workers=self.args.workers,
+                               progress=False)
+            self._record(f"proposals/{mode}", time.time() - t)
+        return str(out)
+
+    def _datasets(self) -> List[str]:
+        name = self.data.name
+        return [
+            f"dataloader.train.dataset.names.name={name}_train",
+            f"dataloader.train.dataset.names.json_file={self.train_json}",
+            f"dataloader.train.dataset.names.image_root={self.images}",
+            f"dataloader.test.dataset.names.name={name}_val",
+            f"dataloader.test.dataset.names.json_file={self.val_json}",
+            f"dataloader.test.dataset.names.image_root={self.images}",
+        ]
+
+    def pretrain(self, det: str, variant: str, seed: int) -> Path:
+        v = VARIANTS[variant]
+        mode = v.get("mode", "soco")
+        iters = int(round(self.args.pretrain_iters * v.get("pretrain_factor", 1.0)))
+        tag = f"{mode}_it{iters}" + "".join(
+            f"_{x}" for x in self.args.pretrain_opts
+        ).replace("=", "-").replace("model.", "")
+        run = self.work / det / "pretrain" / f"{tag}_seed{seed}"
+        if not (run / "model_final.pth").exists():
+            props = self.proposals(mode)
+            _log(f"{det}: pre-training ({tag}, seed {seed}, {iters} iterations)")
+            secs = _train_net(
+                ["--config-file", DETECTORS[det]["pretrain"],
+                 f"dataloader.train.dataset.json_file={props}",
+                 f"dataloader.train.dataset.image_root={self.images}",
+                 f"train.max_iter={iters}", f"train.seed={seed}",
+                 f"train.checkpointer.period={self.args.checkpoint_period}",
+                 *self.args.pretrain_opts],
+                run,
+            )
+            self._record(str(run.relative_to(self.work)), secs)
+        return run
+
+    def export(self, det: str, pretrain_run: Path, keep_reg: bool) -> Path:
+        from aligndet_d2.checkpoint.export import export_checkpoint
+
+        out = pretrain_run / ("exported_keep_reg.pth" if keep_reg else "exported.pth")
+        if not out.exists():
+            export_checkpoint(str(pretrain_run / "model_final.pth"), str(out), keep_reg)
+        return out
+
+    def finetune(self, det: str, variant: str, seed: int, budget: float, arm: str) -> Dict:
+        v = VARIANTS[variant]
+        iters = max(1, int(round(self.args.finetune_iters * budget)))
+        extra = list(v.get("finetune", [])) + list(self.args.finetune_opts)
+        if v.get("keep_reg"):
+            extra += DETECTORS[det]["keep_reg"]
+        if arm == "aligndet":
+            init = str(self.export(det, self.pretrain(det, variant, seed), v.get("keep_reg", False)))
+        else:
+            init = ""
+        # Both arms of a variant share one fine-tune config; scratch runs are shared by variants
+        # whose fine-tune config is the same.
+        ft_key = "ft" + "".join(f"_{x}" for x in extra).replace("=", "-").replace("model.", "")
+        name = arm if arm == "scratch" else f"{arm}_{variant}"
+        run = self.work / det / ft_key / f"{name}_b{budget:g}_seed{seed}"
+        if not (run / "eval_results.json").exists():
+            _log(f"{det}: fine-tune {name} (budget {budget:g} = {iters} iterations, seed {seed})")
+            secs = _train_net(
+                ["--config-file", DETECTORS[det]["finetune"], *self._datasets(),
+                 f"train.init_checkpoint={init}", f"train.max_iter={iters}", f"train.seed={seed}",
+                 f"train.checkpointer.period={self.args.checkpoint_period}", *extra],
+                run,
+            )
+            self._record(str(run.relative_to(self.work)), secs)
+            r = json.loads((run / "eval_results.json").read_text())
+            _log(f"  AP {r['bbox']['AP']:.2f}, class-agnostic AP {r['bbox_agnostic']['AP']:.2f}")
+        return {"iters": iters, "run": str(run.relative_to(self.work)),
+                "results": json.loads((run / "eval_results.json").read_text())}
+
+    def run(self) -> Dict:
+        rows = []
+        budgets = sorted(self.args.budgets)
+        for det in self.args.detectors:
+            for variant in self.args.variants:
+                v = VARIANTS[variant]
+                vb = budgets[:1] if v.get("budgets") == "short" else budgets
+                arms = ["aligndet", "scratch"]
+                for seed in self.args.seeds:
+                    for budget in vb:
+                        for arm in arms:
+                            r = self.finetune(det, variant, seed, budget, arm)
+                            rows.append({"detector": det, "variant": variant, "seed": seed,
+                                         "budget": budget, "arm": arm, **r})
+        return {"rows": rows, "seconds": self._row_seconds()}
+
+    def _row_seconds(self) -> Dict[str, float]:
+        out: Dict[str, float] = {}
+        for key, v in self.manifest.items():
+            det = key.split("/")[0]
+            if det in DETECTORS:
+                out[det] = out.get(det, 0.0) + v["seconds"]
+        props = sum(v["seconds"] for k, v in self.manifest.items() if k.startswith("proposals/"))
+        out["proposals"] = props
+        return out
+
+
+def summarize(rows: List[Dict]) -> List[Dict]:
+    """Mean and min-max over seeds of each metric, per detector, variant, budget and arm."""
+    groups: Dict[tuple, List[Dict]] = {}
+    for r in rows:
+        groups.setdefault((r["detector"], r["variant"], r["budget"], r["arm"]), []).append(r)
+    out = []
+    for (det, variant, budget, arm), rs in sorted(groups.items()):
+        s = {"detector": det, "variant": variant, "budget": budget, "arm": arm,
+             "iters": rs[0]["iters"], "seeds": sorted(r["seed"] for r in rs)}
+        for task, metric in METRICS:
+            vals = [r["results"][task].get(metric, float("nan")) for r in rs]
+            s[f"{task}/{metric}"] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals)}
+        out.append(s)
+    return out
+
+
+def _fmt(m) -> str:
+    if len({m["min"], m["max"]}) == 1:
+        return f"{m['mean']:.2f}"
+    return f"{m['mean']:.2f} ({m['min']:.2f}-{m['max']:.2f})"
+
+
+def markdown(report: Dict) -> str:
+    a = report["args"]
+    lines = [
+        "# AlignDet pre-training vs neck and heads from scratch (CPU configs)",
+        "",
+        f"Machine: {report['machine']}. Date: {report['date']}.",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Data: {a['data']} (pre-training on the train images' selective-search proposals, no labels; "
+        "fine-tuning on the train labels; evaluation on the val images with Detectron2's COCO "
+        "evaluator). Pre-training: "
+        f"{a['pretrain_iters']} iterations; full fine-tune schedule: {a['finetune_iters']} iterations "
+        f"(batch 2). Seeds: {a['seeds']}; each seed has its own pre-training and fine-tunes. Cells: "
+        "mean (min-max over seeds). Class-agnostic AP: all classes merged into one, top 100 "
+        "detections per image.",
+        "",
+        "| detector | variant | fine-tune iters | arm | class-agnostic AP | class-agnostic AP50 | "
+        "AP person | AP | AP50 | AP75 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["summary"]:
+        lines.append(
+            f"| {s['detector']} | {s['variant']} | {s['iters']} | {s['arm']} | "
+            f"{_fmt(s['bbox_agnostic/AP'])} | {_fmt(s['bbox_agnostic/AP50'])} | "
+            f"{_fmt(s['bbox/AP-person'])} | {_fmt(s['bbox/AP'])} | {_fmt(s['bbox/AP50'])} | "
+            f"{_fmt(s['bbox/AP75'])} |"
+        )
+    lines += ["", "Wall time of each row (pre-training, fine-tunes and evaluations, all seeds):", ""]
+    for k, v in report["seconds"].items():
+        lines.append(f"- {k}: {v / 60:.1f} min")
+    if report.get("notes"):
+        lines += ["", "## Notes", "", report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dets = sorted({s["detector"] for s in report["summary"]})
+    keys = [("bbox_agnostic/AP", "class-agnostic AP"), ("bbox/AP-person", "AP person"),
+            ("bbox/AP", "80-class AP")]
+    fig, axes = plt.subplots(len(dets), len(keys), figsize=(4.5 * len(keys), 3.6 * len(dets)),
+                             squeeze=False)
+    for i, det in enumerate(dets):
+        for j, (key, title) in enumerate(keys):
+            ax = axes[i][j]
+            for arm, color in (("aligndet", "tab:red"), ("scratch", "tab:blue")):
+                pts = sorted((s["iters"], s[key]) for s in report["summary"]
+                             if s["detector"] == det and s["variant"] == "main" and s["arm"] == arm)
+                if not pts:
+                    continue
+                x = [p[0] for p in pts]
+                y = [p[1]["mean"] for p in pts]
+                err = [[p[1]["mean"] - p[1]["min"] for p in pts],
+                       [p[1]["max"] - p[1]["mean"] for p in pts]]
+                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=color,
+                            label="AlignDet pre-trained" if arm == "aligndet" else "from scratch")
+            ax.set_title(f"{det}: {title}")
+            ax.set_xlabel("fine-tune iterations")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="../shared/data/coco256",
+                   help="folder with images/ and annotations/{train,val}.json")
+    p.add_argument("--detectors", nargs="+", default=["faster_rcnn"], choices=list(DETECTORS))
+    p.add_argument("--variants", nargs="+", default=["main"], choices=list(VARIANTS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5, 1.0],
+                   help="fractions of the full fine-tune schedule")
+    p.add_argument("--pretrain-iters", type=int, default=384)
+    p.add_argument("--finetune-iters", type=int, default=384, help="the full schedule (budget 1)")
+    p.add_argument("--pretrain-opts", nargs="*", default=[], help="key=value for pre-training")
+    p.add_argument("--finetune-opts", nargs="*", default=[], help="key=value for both fine-tune arms")
+    p.add_argument("--checkpoint-period", type=int, default=100, help="for resuming long runs")
+    p.add_argument("--workers", type=int, default=2, help="proposal processes")
+    p.add_argument("--work-dir", default="output/bench_quality")
+    p.add_argument("--out", default=str(RESULTS / "quality"), help="report path without suffix")
+    p.add_argument("--notes", default="", help="markdown file whose text goes into the report")
+    args = p.parse_args(argv)
+
+    from aligndet_d2.utils.machine import machine_summary
+
+    t0 = time.time()
+    res = Harness(args).run()
+    report = {
+        "machine": machine_summary(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "args": {k: v for k, v in vars(args).items() if k not in ("out", "notes")},
+        "summary": summarize(res["rows"]),
+        "rows": res["rows"],
+        "seconds": res["seconds"],
+        "notes": Path(args.notes).read_text() if args.notes else "",
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Not Path.with_suffix: a report name may contain dots ("report_lr0.01").
+    Path(f"{out}.json").write_text(json.dumps(report, indent=1))
+    Path(f"{out}.md").write_text(markdown(report))
+    plot(report, f"{out}.png")
+    print(markdown(report))
+    _log(f"done in {(time.time() - t0) / 60:.1f} min: {out}.md")
+
+
+if __name__ == "__main__":
+    main()

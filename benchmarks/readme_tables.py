@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Rewrites the README's results section from the benchmark reports in benchmarks/results/.
+
+    python benchmarks/readme_tables.py
+
+The section lies between the markers `<!-- results:start -->` and `<!-- results:end -->`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def _load(name: str):
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def quality_table(r) -> str:
+    lines = [
+        f"AP on the coco256 val images after fine-tuning on its 128 train images "
+        f"([`benchmarks/results/quality.md`](benchmarks/results/quality.md), `{r['command']}`; "
+        f"{r['machine'].split(';')[0]}). Mean (min-max) over seeds {r['args']['seeds']}; each seed "
+        "has its own pre-training and fine-tunes.",
+        "",
+        "| detector | fine-tune iters | neck and heads | class-agnostic AP | AP person | AP |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in r["summary"]:
+        if s["variant"] != "main":
+            continue
+        arm = "AlignDet" if s["arm"] == "aligndet" else "from scratch"
+        cells = []
+        for key in ("bbox_agnostic/AP", "bbox/AP-person", "bbox/AP"):
+            m = s[key]
+            cells.append(f"{m['mean']:.1f}" + (f" ({m['min']:.1f}-{m['max']:.1f})"
+                                                if m["min"] != m["max"] else ""))
+        lines.append(f"| {s['detector']} | {s['iters']} | {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def speed_table(r) -> str:
+    lines = [
+        f"Training-step time and memory ([`benchmarks/results/speed.md`]"
+        f"(benchmarks/results/speed.md), `{r['command']}`; {r['machine'].split(';')[0]}; batch 2):",
+        "",
+        "| detector | pre-training s/step | supervised, same frozen backbone | ratio | CPU fine-tune "
+        "s/step | peak memory ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for det, a in r["detectors"].items():
+        pt, sv, ft = a["pretrain"], a["supervised_frozen"], a["finetune"]
+        lines.append(
+            f"| {det} | {pt['s_per_step']:.2f} | {sv['s_per_step']:.2f} | "
+            f"{pt['s_per_step'] / sv['s_per_step']:.2f} | {ft['s_per_step']:.2f} | "
+            f"{pt['peak_mem_mb'] / max(sv['peak_mem_mb'], 1):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def proposals_table(r) -> str:
+    lines = [
+        f"Selective-search throughput ([`benchmarks/results/proposals.md`]"
+        f"(benchmarks/results/proposals.md), `{r['command']}`, after "
+        "`pip install -r requirements/benchmark.txt`):",
+        "",
+        "| engine | images/s per process | kept boxes per image |",
+        "|---|---|---|",
+    ]
+    for name, e in r["engines"].items():
+        if "first" not in name:
+            lines.append(f"| {name} | {e['images_per_s']:.2f} | {e['kept_per_image']:.0f} |")
+    s = r["scaling"]
+    lines += [
+        "",
+        f"`soco` is {r['soco_vs_package']:.1f}x the pure-Python `selectivesearch` package per process; "
+        f"the tool runs {s['speedup']:.2f}x faster with 2 processes than with 1 ({s['images']} images).",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parts = []
+    for name, fn in (("quality", quality_table), ("speed", speed_table),
+                     ("proposals", proposals_table)):
+        r = _load(name)
+        if r is not None:
+            parts.append(fn(r))
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    a, b = text.index(START) + len(START), text.index(END)
+    readme.write_text(text[:a] + "\n" + "\n\n".join(parts) + "\n" + text[b:])
+    print(f"updated {readme} from {len(parts)} report(s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+#!/usr/bin/env python
+"""Training-step speed and memory: box-domain pre-training vs supervised training, CPU configs.
+
+For each detector, in one run and one process per arm:
+
+- ``pretrain``: a pre-training step (momentum forward on view 2, online forward on view 1, contrastive
+  loss, backward, optimizer step, momentum update), with a breakdown of where the time goes;
+- ``supervised_frozen``: a supervised step of the same detector with the same frozen backbone (the
+  fine-tune config with every backbone stage frozen);
+- ``finetune``: a step of the CPU fine-tune config as it is (backbone trained from its 4th block);
+- the data loader of pre-training (two-view mapper) in images per second.
+
+Steps run on fixed pre-loaded batches (data loading excluded). Peak memory is the resident memory above
+what the process held after building the model and running the warm-up steps. Writes
+benchmarks/results/speed.{md,json}. Run it alone on the machine:
+
+    python benchmarks/speed.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+COCO64 = REPO / "datasets" / "coco64"
+
+DETECTORS = {
+    det: {
+        "pretrain": f"configs/pretrain_box_{det}_cpu.py",
+        "finetune": f"configs/finetune_{det}_cpu.py",
+    }
+    for det in ("faster_rcnn",)
+}
+# Targets of the project (issue text): pre-training step / supervised frozen step, and peak memory.
+TARGET_TIME_RATIO = 1.6
+TARGET_MEMORY_RATIO = 1.2
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    # Writing 5 to clear_refs resets the peak resident set size (VmHWM) of the process.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _proposals() -> str:
+    """Selective-search proposals of the bundled train images (made once, then reused)."""
+    from aligndet_d2.data.proposals import generate_proposals
+
+    out = REPO / "output" / "bench_speed" / "coco64_train_proposals.json"
+    if not out.exists():
+        generate_proposals(str(COCO64 / "images"), str(out),
+                           coco_json=str(COCO64 / "annotations" / "train.json"), progress=False)
+    return str(out)
+
+
+def _load_cfg(path: str, overrides):
+    from detectron2.config import LazyConfig
+
+    return LazyConfig.apply_overrides(LazyConfig.load(str(REPO / path)), overrides)
+
+
+def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
+    """Runs one arm in this process and returns its measurements."""
+    import numpy as np
+    import torch
+    from detectron2.config import instantiate
+    from detectron2.utils.events import EventStorage
+
+    import aligndet_d2.modeling.momentum as momentum_module
+    from aligndet_d2.modeling import FREEZE_ALL
+
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
+    np.random.seed(0)
+    paths = DETECTORS[detector]
+    common = ["dataloader.train.num_workers=0"]
+    if arm == "pretrain":
+        cfg = _load_cfg(paths["pretrain"], common + [
+            f"dataloader.train.dataset.json_file={_proposals()}",
+            f"dataloader.train.dataset.image_root={COCO64 / 'images'}",
+        ])
+    else:
+        cfg = _load_cfg(paths["finetune"], common)
+        if arm == "supervised_frozen":
+            cfg.model.backbone.bottom_up.freeze_at = FREEZE_ALL
+    model = instantiate(cfg.model).train()
+    cfg.optimizer.params.model = model
+    opt = instantiate(cfg.optimizer)
+    loader = iter(instantiate(cfg.dataloader.train))
+    batches = [next(loader) for _ in range(4)]
+    if arm == "pretrain":
+        model.copy_online_to_momentum()
+
+    phases = defaultdict(float)
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t = time.perf_counter()
+            out = fn(*a, **k)
+            phases[name] += time.perf_counter() - t
+            return out
+
+        return wrapper
+
+    if arm == "pretrain":
+        model.momentum.forward_pretrain = timed("momentum forward", model.momentum.forward_pretrain)
+        model.online.forward_pretrain = timed("online forward", model.online.forward_pretrain)
+        momentum_module.box_contrastive_loss = timed(
+            "contrastive loss", momentum_module.box_contrastive_loss
+        )
+    else:
+        model.forward = timed("forward", model.forward)
+
+    def step(i):
+        losses = model(batches[i % len(batches)])
+        loss = sum(losses.values())
+        t = time.perf_counter()
+        opt.zero_grad()
+        loss.backward()
+        phases["backward"] += time.perf_counter() - t
+        t = time.perf_counter()
+        opt.step()
+        phases["optimizer step"] += time.perf_counter() - t
+        if arm == "pretrain":
+            t = time.perf_counter()
+            model.update_momentum(0.996)
+            phases["momentum update"] += time.perf_counter() - t
+
+    with EventStorage():
+        for i in range(warmup):
+            step(i)
+        phases.clear()
+        base = _rss_mb()
+        _reset_peak()
+        times = []
+        for i in range(steps):
+            t = time.perf_counter()
+            step(i)
+            times.append(time.perf_counter() - t)
+        peak = _peak_mb() - base
+    total = sum(times)
+    result = {
+        "s_per_step": statistics.median(times),
+        "mean_s_per_step": total / len(times),
+        "peak_mem_mb": peak,
+        "breakdown": {k: v / steps for k, v in phases.items()},
+        "steps": steps,
+        "batch": len(batches[0]),
+    }
+    if arm == "pretrain":
+        result["loader_images_per_s"] = _loader_throughput(cfg)
+    return result
+
+
+def _loader_throughput(cfg, batches: int = 24) -> float:
+    """Images per second of the pre-training loader with its configured workers."""
+    from detectron2.config import instantiate
+
+    cfg.dataloader.train.num_workers = int(os.environ.get("SPEED_LOADER_WORKERS", 1))
+    it = iter(instantiate(cfg.dataloader.train))
+    next(it)  # start-up of the workers
+    t = time.perf_counter()
+    n = sum(len(next(it)) for _ in range(batches))
+    return n / (time.perf_counter() - t)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
+    p.add_argument("--steps", type=int, default=20, help="timed steps per arm")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--out", default=str(RESULTS / "speed"), help="report path without suffix")
+    p.add_argument("--arm", nargs=2, metavar=("DETECTOR", "ARM"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.arm:  # child process: one arm
+        print("RESULT " + json.dumps(_arm(args.arm[0], args.arm[1], args.steps, args.warmup)))
+        return
+
+    from aligndet_d2.utils.machine import machine_summary
+
+    rows = {}
+    for det in args.detectors:
+        rows[det] = {}
+        for arm in ("pretrain", "supervised_frozen", "finetune"):
+            print(f"{det} / {arm} ...", flush=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--arm", det, arm, "--steps", str(args.steps),
+                 "--warmup", str(args.warmup)],
+                capture_output=True, text=True, cwd=REPO,
+            )
+            line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+            if out.returncode or not line:
+                sys.exit(f"{det}/{arm} failed:\n{out.stderr[-3000:]}")
+            rows[det][arm] = json.loads(line[0][len("RESULT "):])
+            print(f"  {rows[det][arm]['s_per_step']:.3f} s/step, "
+                  f"{rows[det][arm]['peak_mem_mb']:.0f} MB peak", flush=True)
+    result = {
+        "machine": machine_summary(),
+        "command": "python benchmarks/speed.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
+        "date": time.strftime("%Y-%m-%d"),
+        "torch_threads": __import__("torch").get_num_threads(),
+        "detectors": rows,
+        "targets": {"time_ratio": TARGET_TIME_RATIO, "memory_ratio": TARGET_MEMORY_RATIO},
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out + ".json").write_text(json.dumps(result, indent=2))
+    Path(args.out + ".md").write_text(markdown(result))
+    print(markdown(result))
+
+
+def markdown(r) -> str:
+    lines = [
+        "# Training-step speed and memory (CPU configs)",
+        "",
+        f"Machine: {r['machine']}; {r['torch_threads']} torch threads. Date: {r['date']}.",
+        "",
+        f"Command: `{r['command']}`",
+        "",
+        "Batch of 2 bundled images (short side 288-352; pre-training on their selective-search "
+        "proposals), 4 fixed pre-loaded batches, median of the timed steps. "
+        "Peak memory: resident memory above what the process held after building the model and "
+        "3 warm-up steps, one process per arm.",
+        "",
+        "| detector | pre-training s/step | supervised, frozen backbone s/step | ratio | CPU fine-tune "
+        "s/step | pre-train / fine-tune | peak MB pre-train | peak MB supervised | memory ratio "
+        "| loader images/s | pre-training consumes images/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for det, a in r["detectors"].items():
+        pt, sv, ft = a["pretrain"], a["supervised_frozen"], a["finetune"]
+        lines.append(
+            f"| {det} | {pt['s_per_step']:.3f} | {sv['s_per_step']:.3f} | "
+            f"**{pt['s_per_step'] / sv['s_per_step']:.2f}** | {ft['s_per_step']:.3f} | "
+            f"{pt['s_per_step'] / ft['s_per_step']:.2f} | {pt['peak_mem_mb']:.0f} | "
+            f"{sv['peak_mem_mb']:.0f} | **{pt['peak_mem_mb'] / max(sv['peak_mem_mb'], 1):.2f}** | "
+            f"{pt['loader_images_per_s']:.1f} | {pt['batch'] / pt['s_per_step']:.1f} |"
+        )
+    lines += ["", f"Targets: time ratio <= {r['targets']['time_ratio']}, memory ratio <= "
+              f"{r['targets']['memory_ratio']}; the loader must deliver more images/s than "
+              "pre-training consumes.", "", "Where a step's time goes (mean seconds per step):", ""]
+    for det, a in r["detectors"].items():
+        for arm, res in a.items():
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in res["breakdown"].items())
+            lines.append(f"- {det} / {arm}: {parts}")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+# Data loaders shared by the configs: COCO 2017 for fine-tuning and evaluation (Detectron2's model zoo
+# loader, both evaluators), proposals + two views for pre-training.
+from detectron2 import model_zoo
+from detectron2.config import LazyCall as L
+from detectron2.data import build_detection_train_loader
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from omegaconf import OmegaConf
+
+from aligndet_d2.data import TwoViewMapper, load_proposals_json
+from aligndet_d2.evaluation import ClassAgnosticCOCOEvaluator
+
+# Fine-tuning: COCO instances, no masks; 80-class and class-agnostic AP.
+finetune = model_zoo.get_config("common/data/coco.py").dataloader
+finetune.train.mapper.use_instance_mask = False
+finetune.evaluator = L(DatasetEvaluators)(
+    evaluators=[
+        L(COCOEvaluator)(dataset_name="${....test.dataset.names}", tasks=("bbox",)),
+        L(ClassAgnosticCOCOEvaluator)(dataset_name="${....test.dataset.names}"),
+    ]
+)
+
+# Pre-training: a proposals json (tools/proposals.py generate) over the unlabeled train images.
+pretrain = OmegaConf.create()
+pretrain.train = L(build_detection_train_loader)(
+    dataset=L(load_proposals_json)(
+        json_file="datasets/coco/proposals/train2017_soco.json",
+        image_root="datasets/coco/train2017",
+    ),
+    mapper=L(TwoViewMapper)(
+        short_edge_lengths=(640, 672, 704, 736, 768, 800),
+        max_size=1333,
+        image_format="BGR",
+        max_proposals=None,
+    ),
+    total_batch_size=16,
+    num_workers=4,
+)

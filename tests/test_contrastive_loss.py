@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from aligndet_d2.modeling.contrastive import BACKGROUND_ID, box_contrastive_loss
+
+
+def _reference_loop(q, q_ids, k, k_ids, t):
+    """The reference's per-label loop (AlignDet's ContrastiveLoss), written independently."""
+    total, n = 0.0, 0
+    for label in torch.unique(q_ids):
+        if label < 0:
+            continue
+        query = F.normalize(q[q_ids == label])
+        key = F.normalize(k[k_ids == label]) if (k_ids == label).any() else query
+        neg = F.normalize(torch.cat([q[q_ids != label], k[k_ids != label]])).detach()
+        rows = []
+        for a in query:
+            for b in key:
+                logits = torch.cat([(a @ b)[None], neg @ a]) / t
+                rows.append(-torch.log_softmax(logits, 0)[0])
+        total = total + torch.stack(rows).mean()
+        n += 1
+    return total / n
+
+
+def test_two_instances_by_hand():
+    # Unit vectors in 2-D. Instance 0: query e1, key at 60 degrees; instance 1: query e2, key e2.
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # norms differ: the loss normalises
+    k = torch.tensor([[0.5, math.sqrt(3) / 2], [0.0, 1.0]])
+    ids = torch.tensor([0, 1])
+    t = 0.5
+    loss, metrics = box_contrastive_loss(q, ids, k, ids, temperature=t)
+    # Instance 0: positive cos 0.5; negatives: q1 = e2 (cos 0) and k1 = e2 (cos 0).
+    l0 = -math.log(math.exp(0.5 / t) / (math.exp(0.5 / t) + 2 * math.exp(0.0)))
+    # Instance 1: positive cos 1; negatives: q0 = e1 (cos 0), k0 (cos sqrt(3)/2).
+    l1 = -math.log(
+        math.exp(1 / t) / (math.exp(1 / t) + math.exp(0.0) + math.exp(math.sqrt(3) / 2 / t))
+    )
+    assert loss.item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+    # Instance 0's key (cos 0.5) beats its negatives (cos 0); instance 1's key (1) beats sqrt(3)/2.
+    assert metrics["accuracy"].item() == 1.0
+
+
+def test_mean_over_rows_then_instances_and_self_key_fallback():
+    torch.manual_seed(0)
+    q = torch.randn(6, 8, requires_grad=True)
+    q_ids = torch.tensor([0, 0, 1, 2, 2, BACKGROUND_ID])
+    k = torch.randn(5, 8)
+    k_ids = torch.tensor([0, 1, 1, 1, BACKGROUND_ID])  # id 2 has no key: its queries are the keys
+    loss, _ = box_contrastive_loss(q, q_ids, k, k_ids, temperature=0.5)
+    expected = _reference_loop(q, q_ids, k, k_ids, 0.5)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # Gradients flow to the queries, including through the self-key of id 2, not to background.
+    loss.backward()
+    assert q.grad[:5].abs().sum(1).gt(0).all() and q.grad[5].abs().sum() == 0
+
+
+def test_negatives_are_detached():
+    torch.manual_seed(1)
+    q = torch.randn(4, 3, requires_grad=True)
+    ids = torch.tensor([0, 1, 2, 3])
+    k = torch.randn(4, 3)
+    loss, _ = box_contrastive_loss(q, ids, k, ids)
+    (g,) = torch.autograd.grad(loss, q)
+    # Moving query 0 changes only instance 0's term (as a query); as a negative of the others it is
+    # detached. So the gradient on q[0] equals that of instance 0's own term / 4.
+    q0 = q.detach().clone().requires_grad_(True)
+    neg = F.normalize(torch.cat([q.detach()[1:], k[1:]]))
+    a = F.normalize(q0[:1])[0]
+    b = F.normalize(k[:1])[0]
+    row = -torch.log_softmax(torch.cat([(a @ b)[None], neg @ a]) / 0.5, 0)[0]
+    (g0,) = torch.autograd.grad(row / 4, q0)
+    assert torch.allclose(g[0], g0[0], atol=1e-6)
+
+
+def test_no_instance_gives_zero_connected_loss():
+    q = torch.randn(3, 4, requires_grad=True)
+    loss, metrics = box_contrastive_loss(
+        q, torch.full((3,), BACKGROUND_ID), torch.randn(2, 4), torch.tensor([0, 1])
+    )
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+
+
+def test_large_batches_are_chunked_consistently(monkeypatch):
+    import aligndet_d2.modeling.contrastive as c
+
+    torch.manual_seed(2)
+    q, k = torch.randn(50, 16), torch.randn(40, 16)
+    q_ids, k_ids = torch.randint(0, 20, (50,)), torch.randint(0, 25, (40,))
+    full, m_full = box_contrastive_loss(q, q_ids, k, k_ids)
+    monkeypatch.setattr(c, "_CHUNK", 7)
+    chunked, m_chunked = box_contrastive_loss(q, q_ids, k, k_ids)
+    assert chunked.item() == pytest.approx(full.item(), rel=1e-6)
+    assert m_chunked["accuracy"].item() == pytest.approx(m_full["accuracy"].item())

@@ -1,0 +1,141 @@
+"""Pre-training of Faster R-CNN on real images: sampling, frozen backbone, steps, resume, bad input."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+from conftest import Args, small_pretrain_cfg
+from detectron2.config import instantiate
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from aligndet_d2.engine.train_loop import build_trainer
+from aligndet_d2.modeling import ContrastiveROIHeads, MomentumPair
+
+
+@pytest.fixture(scope="module")
+def cfg(tmp_path_factory):
+    return small_pretrain_cfg(tmp_path_factory.mktemp("pretrain"))
+
+
+@pytest.fixture(scope="module")
+def fixed_batch(cfg):
+    np.random.seed(0)
+    torch.manual_seed(0)
+    return next(iter(instantiate(cfg.dataloader.train)))
+
+
+def test_roi_sampling_keeps_foreground_only_and_respects_the_cap(cfg):
+    heads = instantiate(cfg.model.detector.roi_heads)
+    assert isinstance(heads, ContrastiveROIHeads)
+    gt = Instances((200, 200))
+    gt.gt_boxes = Boxes(torch.tensor([[10.0, 10, 60, 60], [100, 100, 180, 190]]))
+    gt.gt_ids = torch.tensor([7, 8])
+    props = Instances((200, 200))
+    props.proposal_boxes = Boxes(
+        torch.tensor(
+            [
+                [12.0, 12, 62, 62],  # IoU 0.85 with box 7
+                [10, 10, 40, 40],  # IoU 0.36: dropped
+                [100, 100, 180, 160],  # IoU 0.67 with box 8
+                [0, 150, 30, 199],  # background: dropped
+            ]
+        )
+    )
+    props.objectness_logits = torch.zeros(4)
+    heads.batch_size_per_image = 100
+    (out,) = heads.label_and_sample_proposals([props], [gt])
+    # Foreground proposals plus the two pseudo-GT boxes themselves; nothing else.
+    got = sorted(zip(out.gt_ids.tolist(), out.proposal_boxes.tensor.tolist()))
+    assert got == sorted(
+        [
+            (7, [12.0, 12, 62, 62]),
+            (8, [100.0, 100, 180, 160]),
+            (7, [10.0, 10, 60, 60]),
+            (8, [100.0, 100, 180, 190]),
+        ]
+    )
+    torch.testing.assert_close(out.gt_boxes.tensor[out.gt_ids == 7][0], gt.gt_boxes.tensor[0])
+    # The cap, with every pseudo-GT box kept first.
+    heads.batch_size_per_image, heads.always_keep_gt = 3, True
+    for _ in range(5):
+        (out,) = heads.label_and_sample_proposals([props], [gt])
+        assert len(out) == 3
+        assert {tuple(b) for b in out.proposal_boxes.tensor.tolist()} >= {
+            (10.0, 10.0, 60.0, 60.0),
+            (100.0, 100.0, 180.0, 190.0),
+        }
+
+
+def test_copy_equals_online_at_step_0_and_backbone_frozen(cfg, fixed_batch, tmp_path):
+    cfg.train.output_dir = str(tmp_path)
+    trainer, _, start = build_trainer(Args(), cfg)
+    pair = trainer.model
+    assert isinstance(pair, MomentumPair) and start == 0
+    backbone = pair.online.backbone.bottom_up
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    assert all(not p.requires_grad for p in backbone.parameters())
+    # Make the two branches differ, then check the hook makes them identical before step 0.
+    with torch.no_grad():
+        next(pair.momentum.roi_heads.parameters()).add_(1.0)
+    trainer._data_loader_iter_obj = iter([fixed_batch] * 10)
+    trainer.max_iter, trainer.start_iter, trainer.iter = 3, 0, 0
+    with EventStorage(0) as trainer.storage:
+        trainer.before_train()
+        for a, b in zip(pair.online.state_dict().values(), pair.momentum.state_dict().values()):
+            assert torch.equal(a, b)
+        for trainer.iter in range(3):
+            trainer.before_step()
+            trainer.run_step()
+            for p in backbone.parameters():
+                assert p.grad is None
+            trainer.after_step()
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # The neck and heads did train, and the momentum copy moved towards them.
+    fpn_q = pair.online.backbone.fpn_output3.weight
+    fpn_k = pair.momentum.backbone.fpn_output3.weight
+    assert not torch.equal(fpn_q, fpn_k)
+
+
+def test_five_steps_on_a_fixed_batch_lower_the_loss(cfg, fixed_batch):
+    torch.manual_seed(0)
+    pair = instantiate(cfg.model).train()
+    pair.copy_online_to_momentum()
+    cfg.optimizer.params.model = pair
+    opt = instantiate(cfg.optimizer)
+    totals = []
+    with EventStorage() as storage:
+        for _ in range(6):
+            losses = pair(fixed_batch)
+            assert set(losses) == {"loss_rpn_cls", "loss_rpn_loc", "loss_box_reg", "loss_con"}
+            loss = sum(losses.values())
+            assert torch.isfinite(loss)
+            totals.append(loss.item())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            pair.update_momentum(0.996)
+        assert 0.0 <= storage.latest()["con_acc"][0] <= 1.0
+    assert totals[-1] < totals[0]
+
+
+def test_non_finite_loss_names_iteration_and_term(cfg, fixed_batch):
+    pair = instantiate(cfg.model).train()
+    with torch.no_grad():
+        pair.online.roi_heads.box_predictor.bbox_pred.bias.fill_(float("nan"))
+    with EventStorage(start_iter=42):
+        with pytest.raises(FloatingPointError, match="at iteration 42: loss_box_reg = nan"):
+            pair(fixed_batch)
+
+
+def test_pretraining_model_refuses_inference(cfg, fixed_batch):
+    pair = instantiate(cfg.model).eval()
+    with pytest.raises(RuntimeError, match="export it with tools/export.py"):
+        pair(fixed_batch)
+
+
+def test_labelled_dataset_for_pretraining_warns(cfg, caplog):
+    with caplog.at_level(logging.WARNING):
+        instantiate(cfg.dataloader.train.dataset)
+    assert "labels are ignored and its boxes are used as proposals" in caplog.text
