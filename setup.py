@@ -19,9 +19,9 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["aligndet_d2", "aligndet_d2.*"]),
-    # Detectron2 itself is not listed: its authors do not publish it on the registry and the registry
-    # copy's metadata would downgrade numpy. scripts/setup_env.sh installs its code; these are its real
-    # runtime dependencies plus ours.
+    # Detectron2 itself is not listed: its authors do not publish it on the registry and the
+    # registry copy's metadata would downgrade numpy. scripts/setup_env.sh installs its code; these
+    # are its real runtime dependencies plus ours.
     install_requires=[
         "torch>=2.1",
         "torchvision",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pre-training, fine-tuning and evaluation with LazyConfig (Detectron2's lazyconfig_train_net flags).
+"""Pre-training, fine-tuning and evaluation with LazyConfig (lazyconfig_train_net's flags).
 
     python train_net.py --config-file configs/pretrain_box_faster_rcnn_cpu.py
     python train_net.py --config-file configs/finetune_faster_rcnn_cpu.py \\
@@ -9,6 +9,7 @@
 
 See `python train_net.py --help` and aligndet_d2/engine/train_loop.py.
 """
+
 from aligndet_d2.engine.train_loop import run
 
 if __name__ == "__main__":

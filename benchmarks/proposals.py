@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Proposal throughput: OpenCV selective search (our three modes) vs the pure-Python `selectivesearch`.
+"""Proposal throughput: OpenCV selective search (three modes) vs the pure-Python `selectivesearch`.
 
 Measures, on the same images in one run, images per second per process (one OpenCV thread), the mean
-number of kept boxes per image, and the speed-up of `tools/proposals.py generate` from 1 to 2 processes.
-Writes benchmarks/results/proposals.{md,json}. Run it alone on the machine:
+number of kept boxes per image, and the speed-up of `tools/proposals.py generate` from 1 to 2
+processes. Writes benchmarks/results/proposals.{md,json}. Run it alone on the machine:
 
     pip install -r requirements/benchmark.txt    # selectivesearch + scikit-image, benchmark only
     python benchmarks/proposals.py --data ../shared/data/coco256
@@ -163,8 +163,10 @@ def _markdown(r):
         f"Command: `{r['command']}`",
         "",
         "Per process, one OpenCV (and torch) thread; each image is decoded, searched and filtered "
-        "with the SoCo filter (min side 32, aspect 1/3..3, scale <= 0.8). The package runs at SoCo's "
-        "settings (scale 300, sigma 0.9, min_size 100); `soco` is OpenCV's single strategy at k 300, "
+        "with the SoCo filter (min side 32, aspect 1/3..3, scale <= 0.8). The package runs at "
+        "SoCo's "
+        "settings (scale 300, sigma 0.9, min_size 100); `soco` is OpenCV's single strategy at "
+        "k 300, "
         "sigma 0.9.",
         "",
         "| engine | images | images/s per process | s/image | kept boxes per image |",
@@ -180,7 +182,8 @@ def _markdown(r):
         "",
         f"- `soco` vs the `selectivesearch` package, per process: **{r['soco_vs_package']:.2f}x** "
         f"(target >= {r['targets']['soco_vs_package']}x).",
-        f"- `tools/proposals.py generate`, `soco`, {s['images']} images: 1 process {s['seconds_1']:.1f} s, "
+        f"- `tools/proposals.py generate`, `soco`, {s['images']} images: 1 process "
+        f"{s['seconds_1']:.1f} s, "
         f"2 processes {s['seconds_2']:.1f} s: **{s['speedup']:.2f}x** (target >= "
         f"{r['targets']['speedup_1_to_2']}x); outputs byte-identical: {s['identical_output']}.",
         "",

@@ -1,11 +1,11 @@
 #!/usr/bin/env python
 """AP of AlignDet pre-training + fine-tuning vs the same fine-tuning from scratch neck and heads.
 
-For each detector (CPU configs) and seed: selective-search proposals of the train images (no labels) ->
-box-domain pre-training -> export -> fine-tuning on the train labels at each budget, from the export
-("aligndet") and from the ImageNet backbone with neck and heads from scratch ("scratch"), with the very
-same fine-tune config -> Detectron2's COCO evaluation on the val images (80-class AP, AP50, AP75, AP for
-`person`) and class-agnostic AP. Ablations change one thing each (see VARIANTS).
+For each detector (CPU configs) and seed: selective-search proposals of the train images (no labels)
+-> box-domain pre-training -> export -> fine-tuning on the train labels at each budget, from the
+export ("aligndet") and from the ImageNet backbone with neck and heads from scratch ("scratch"),
+with the very same fine-tune config -> Detectron2's COCO evaluation on the val images (80-class AP,
+AP50, AP75, AP for `person`) and class-agnostic AP. Ablations change one thing each (see VARIANTS).
 
 Resumable: every finished run leaves its eval_results.json and is skipped next time; an interrupted
 training run resumes from its last checkpoint. Writes <out>.md, <out>.json and <out>.png.
@@ -35,15 +35,18 @@ DETECTORS = {
         "finetune": f"configs/finetune_{det}_cpu.py",
         # Fine-tune overrides that a kept box-regression layer needs (the dense heads' regressors
         # are class-agnostic already).
-        "keep_reg": ["model.roi_heads.box_predictor.cls_agnostic_bbox_reg=True"]
-        if det == "faster_rcnn"
-        else [],
+        "keep_reg": (
+            ["model.roi_heads.box_predictor.cls_agnostic_bbox_reg=True"]
+            if det == "faster_rcnn"
+            else []
+        ),
     }
-    for det in ("faster_rcnn",)
+    for det in ("faster_rcnn", "retinanet", "fcos")
 }
 
-# An ablation changes one thing against "main". Keys: proposals mode, pre-training length factor, export
-# switch, extra fine-tune overrides (both arms), budgets it runs at ("short": the shortest only).
+# An ablation changes one thing against "main". Keys: proposals mode, pre-training length factor,
+# export switch, extra fine-tune overrides (both arms), budgets it runs at ("short": the shortest
+# only).
 VARIANTS = {
     "main": {},
     "keep_reg": {"keep_reg": True, "budgets": "short"},
@@ -54,8 +57,14 @@ VARIANTS = {
         "budgets": "short",
     },
 }
-METRICS = [("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"), ("bbox", "AP-person"),
-           ("bbox_agnostic", "AP"), ("bbox_agnostic", "AP50")]
+METRICS = [
+    ("bbox", "AP"),
+    ("bbox", "AP50"),
+    ("bbox", "AP75"),
+    ("bbox", "AP-person"),
+    ("bbox_agnostic", "AP"),
+    ("bbox_agnostic", "AP50"),
+]
 
 
 def _log(msg: str) -> None:
@@ -66,8 +75,14 @@ def _train_net(args: List[str], out_dir: Path) -> float:
     """Runs train_net.py (resuming an interrupted run); returns the wall time in seconds."""
     out_dir.mkdir(parents=True, exist_ok=True)
     resume = ["--resume"] if (out_dir / "last_checkpoint").exists() else []
-    cmd = [sys.executable, str(REPO / "train_net.py"), *resume, *args,
-           f"train.output_dir={out_dir}", "train.checkpointer.max_to_keep=1"]
+    cmd = [
+        sys.executable,
+        str(REPO / "train_net.py"),
+        *resume,
+        *args,
+        f"train.output_dir={out_dir}",
+        "train.checkpointer.max_to_keep=1",
+    ]
     t = time.time()
     with open(out_dir / "train_net.log", "a") as log:
         proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
@@ -85,7 +100,9 @@ class Harness:
         self.train_json = str(self.data / "annotations" / "train.json")
         self.val_json = str(self.data / "annotations" / "val.json")
         self.manifest_path = self.work / "runs.json"
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+        self.manifest = (
+            json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+        )
 
     def _record(self, key: str, seconds: float) -> None:
         self.manifest[key] = {"seconds": seconds}
@@ -99,9 +116,14 @@ class Harness:
         if not out.exists():
             _log(f"proposals ({mode}) for {self.train_json}")
             t = time.time()
-            generate_proposals(self.images, str(out), coco_json=self.train_json,
-                               settings=ProposalSettings(mode=mode), num_workers=self.args.workers,
-                               progress=False)
+            generate_proposals(
+                self.images,
+                str(out),
+                coco_json=self.train_json,
+                settings=ProposalSettings(mode=mode),
+                num_workers=self.args.workers,
+                progress=False,
+            )
             self._record(f"proposals/{mode}", time.time() - t)
         return str(out)
 
@@ -120,20 +142,24 @@ class Harness:
         v = VARIANTS[variant]
         mode = v.get("mode", "soco")
         iters = int(round(self.args.pretrain_iters * v.get("pretrain_factor", 1.0)))
-        tag = f"{mode}_it{iters}" + "".join(
-            f"_{x}" for x in self.args.pretrain_opts
-        ).replace("=", "-").replace("model.", "")
+        tag = f"{mode}_it{iters}" + "".join(f"_{x}" for x in self.args.pretrain_opts).replace(
+            "=", "-"
+        ).replace("model.", "")
         run = self.work / det / "pretrain" / f"{tag}_seed{seed}"
         if not (run / "model_final.pth").exists():
             props = self.proposals(mode)
             _log(f"{det}: pre-training ({tag}, seed {seed}, {iters} iterations)")
             secs = _train_net(
-                ["--config-file", DETECTORS[det]["pretrain"],
-                 f"dataloader.train.dataset.json_file={props}",
-                 f"dataloader.train.dataset.image_root={self.images}",
-                 f"train.max_iter={iters}", f"train.seed={seed}",
-                 f"train.checkpointer.period={self.args.checkpoint_period}",
-                 *self.args.pretrain_opts],
+                [
+                    "--config-file",
+                    DETECTORS[det]["pretrain"],
+                    f"dataloader.train.dataset.json_file={props}",
+                    f"dataloader.train.dataset.image_root={self.images}",
+                    f"train.max_iter={iters}",
+                    f"train.seed={seed}",
+                    f"train.checkpointer.period={self.args.checkpoint_period}",
+                    *self.args.pretrain_opts,
+                ],
                 run,
             )
             self._record(str(run.relative_to(self.work)), secs)
@@ -154,7 +180,9 @@ class Harness:
         if v.get("keep_reg"):
             extra += DETECTORS[det]["keep_reg"]
         if arm == "aligndet":
-            init = str(self.export(det, self.pretrain(det, variant, seed), v.get("keep_reg", False)))
+            init = str(
+                self.export(det, self.pretrain(det, variant, seed), v.get("keep_reg", False))
+            )
         else:
             init = ""
         # Both arms of a variant share one fine-tune config; scratch runs are shared by variants
@@ -165,16 +193,26 @@ class Harness:
         if not (run / "eval_results.json").exists():
             _log(f"{det}: fine-tune {name} (budget {budget:g} = {iters} iterations, seed {seed})")
             secs = _train_net(
-                ["--config-file", DETECTORS[det]["finetune"], *self._datasets(),
-                 f"train.init_checkpoint={init}", f"train.max_iter={iters}", f"train.seed={seed}",
-                 f"train.checkpointer.period={self.args.checkpoint_period}", *extra],
+                [
+                    "--config-file",
+                    DETECTORS[det]["finetune"],
+                    *self._datasets(),
+                    f"train.init_checkpoint={init}",
+                    f"train.max_iter={iters}",
+                    f"train.seed={seed}",
+                    f"train.checkpointer.period={self.args.checkpoint_period}",
+                    *extra,
+                ],
                 run,
             )
             self._record(str(run.relative_to(self.work)), secs)
             r = json.loads((run / "eval_results.json").read_text())
             _log(f"  AP {r['bbox']['AP']:.2f}, class-agnostic AP {r['bbox_agnostic']['AP']:.2f}")
-        return {"iters": iters, "run": str(run.relative_to(self.work)),
-                "results": json.loads((run / "eval_results.json").read_text())}
+        return {
+            "iters": iters,
+            "run": str(run.relative_to(self.work)),
+            "results": json.loads((run / "eval_results.json").read_text()),
+        }
 
     def run(self) -> Dict:
         rows = []
@@ -188,8 +226,16 @@ class Harness:
                     for budget in vb:
                         for arm in arms:
                             r = self.finetune(det, variant, seed, budget, arm)
-                            rows.append({"detector": det, "variant": variant, "seed": seed,
-                                         "budget": budget, "arm": arm, **r})
+                            rows.append(
+                                {
+                                    "detector": det,
+                                    "variant": variant,
+                                    "seed": seed,
+                                    "budget": budget,
+                                    "arm": arm,
+                                    **r,
+                                }
+                            )
         return {"rows": rows, "seconds": self._row_seconds()}
 
     def _row_seconds(self) -> Dict[str, float]:
@@ -210,11 +256,21 @@ def summarize(rows: List[Dict]) -> List[Dict]:
         groups.setdefault((r["detector"], r["variant"], r["budget"], r["arm"]), []).append(r)
     out = []
     for (det, variant, budget, arm), rs in sorted(groups.items()):
-        s = {"detector": det, "variant": variant, "budget": budget, "arm": arm,
-             "iters": rs[0]["iters"], "seeds": sorted(r["seed"] for r in rs)}
+        s = {
+            "detector": det,
+            "variant": variant,
+            "budget": budget,
+            "arm": arm,
+            "iters": rs[0]["iters"],
+            "seeds": sorted(r["seed"] for r in rs),
+        }
         for task, metric in METRICS:
             vals = [r["results"][task].get(metric, float("nan")) for r in rs]
-            s[f"{task}/{metric}"] = {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals)}
+            s[f"{task}/{metric}"] = {
+                "mean": statistics.fmean(vals),
+                "min": min(vals),
+                "max": max(vals),
+            }
         out.append(s)
     return out
 
@@ -234,11 +290,14 @@ def markdown(report: Dict) -> str:
         "",
         f"Command: `{report['command']}`",
         "",
-        f"Data: {a['data']} (pre-training on the train images' selective-search proposals, no labels; "
+        f"Data: {a['data']} (pre-training on the train images' selective-search proposals, no "
+        "labels; "
         "fine-tuning on the train labels; evaluation on the val images with Detectron2's COCO "
         "evaluator). Pre-training: "
-        f"{a['pretrain_iters']} iterations; full fine-tune schedule: {a['finetune_iters']} iterations "
-        f"(batch 2). Seeds: {a['seeds']}; each seed has its own pre-training and fine-tunes. Cells: "
+        f"{a['pretrain_iters']} iterations; full fine-tune schedule: {a['finetune_iters']} "
+        "iterations "
+        f"(batch 2). Seeds: {a['seeds']}; each seed has its own pre-training and fine-tunes. "
+        "Cells: "
         "mean (min-max over seeds). Class-agnostic AP: all classes merged into one, top 100 "
         "detections per image.",
         "",
@@ -253,7 +312,11 @@ def markdown(report: Dict) -> str:
             f"{_fmt(s['bbox/AP-person'])} | {_fmt(s['bbox/AP'])} | {_fmt(s['bbox/AP50'])} | "
             f"{_fmt(s['bbox/AP75'])} |"
         )
-    lines += ["", "Wall time of each row (pre-training, fine-tunes and evaluations, all seeds):", ""]
+    lines += [
+        "",
+        "Wall time of each row (pre-training, fine-tunes and evaluations, all seeds):",
+        "",
+    ]
     for k, v in report["seconds"].items():
         lines.append(f"- {k}: {v / 60:.1f} min")
     if report.get("notes"):
@@ -268,24 +331,40 @@ def plot(report: Dict, path: str) -> None:
     import matplotlib.pyplot as plt
 
     dets = sorted({s["detector"] for s in report["summary"]})
-    keys = [("bbox_agnostic/AP", "class-agnostic AP"), ("bbox/AP-person", "AP person"),
-            ("bbox/AP", "80-class AP")]
-    fig, axes = plt.subplots(len(dets), len(keys), figsize=(4.5 * len(keys), 3.6 * len(dets)),
-                             squeeze=False)
+    keys = [
+        ("bbox_agnostic/AP", "class-agnostic AP"),
+        ("bbox/AP-person", "AP person"),
+        ("bbox/AP", "80-class AP"),
+    ]
+    fig, axes = plt.subplots(
+        len(dets), len(keys), figsize=(4.5 * len(keys), 3.6 * len(dets)), squeeze=False
+    )
     for i, det in enumerate(dets):
         for j, (key, title) in enumerate(keys):
             ax = axes[i][j]
             for arm, color in (("aligndet", "tab:red"), ("scratch", "tab:blue")):
-                pts = sorted((s["iters"], s[key]) for s in report["summary"]
-                             if s["detector"] == det and s["variant"] == "main" and s["arm"] == arm)
+                pts = sorted(
+                    (s["iters"], s[key])
+                    for s in report["summary"]
+                    if s["detector"] == det and s["variant"] == "main" and s["arm"] == arm
+                )
                 if not pts:
                     continue
                 x = [p[0] for p in pts]
                 y = [p[1]["mean"] for p in pts]
-                err = [[p[1]["mean"] - p[1]["min"] for p in pts],
-                       [p[1]["max"] - p[1]["mean"] for p in pts]]
-                ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=color,
-                            label="AlignDet pre-trained" if arm == "aligndet" else "from scratch")
+                err = [
+                    [p[1]["mean"] - p[1]["min"] for p in pts],
+                    [p[1]["max"] - p[1]["mean"] for p in pts],
+                ]
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=err,
+                    marker="o",
+                    capsize=3,
+                    color=color,
+                    label="AlignDet pre-trained" if arm == "aligndet" else "from scratch",
+                )
             ax.set_title(f"{det}: {title}")
             ax.set_xlabel("fine-tune iterations")
             ax.grid(alpha=0.3)
@@ -296,17 +375,27 @@ def plot(report: Dict, path: str) -> None:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="../shared/data/coco256",
-                   help="folder with images/ and annotations/{train,val}.json")
+    p.add_argument(
+        "--data",
+        default="../shared/data/coco256",
+        help="folder with images/ and annotations/{train,val}.json",
+    )
     p.add_argument("--detectors", nargs="+", default=["faster_rcnn"], choices=list(DETECTORS))
     p.add_argument("--variants", nargs="+", default=["main"], choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--budgets", nargs="+", type=float, default=[0.25, 0.5, 1.0],
-                   help="fractions of the full fine-tune schedule")
+    p.add_argument(
+        "--budgets",
+        nargs="+",
+        type=float,
+        default=[0.25, 0.5, 1.0],
+        help="fractions of the full fine-tune schedule",
+    )
     p.add_argument("--pretrain-iters", type=int, default=384)
     p.add_argument("--finetune-iters", type=int, default=384, help="the full schedule (budget 1)")
     p.add_argument("--pretrain-opts", nargs="*", default=[], help="key=value for pre-training")
-    p.add_argument("--finetune-opts", nargs="*", default=[], help="key=value for both fine-tune arms")
+    p.add_argument(
+        "--finetune-opts", nargs="*", default=[], help="key=value for both fine-tune arms"
+    )
     p.add_argument("--checkpoint-period", type=int, default=100, help="for resuming long runs")
     p.add_argument("--workers", type=int, default=2, help="proposal processes")
     p.add_argument("--work-dir", default="output/bench_quality")
@@ -321,7 +410,8 @@ def main(argv=None):
     report = {
         "machine": machine_summary(),
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/quality.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "args": {k: v for k, v in vars(args).items() if k not in ("out", "notes")},
         "summary": summarize(res["rows"]),
         "rows": res["rows"],

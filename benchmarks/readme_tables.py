@@ -38,8 +38,10 @@ def quality_table(r) -> str:
         cells = []
         for key in ("bbox_agnostic/AP", "bbox/AP-person", "bbox/AP"):
             m = s[key]
-            cells.append(f"{m['mean']:.1f}" + (f" ({m['min']:.1f}-{m['max']:.1f})"
-                                                if m["min"] != m["max"] else ""))
+            cells.append(
+                f"{m['mean']:.1f}"
+                + (f" ({m['min']:.1f}-{m['max']:.1f})" if m["min"] != m["max"] else "")
+            )
         lines.append(f"| {s['detector']} | {s['iters']} | {arm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -49,7 +51,8 @@ def speed_table(r) -> str:
         f"Training-step time and memory ([`benchmarks/results/speed.md`]"
         f"(benchmarks/results/speed.md), `{r['command']}`; {r['machine'].split(';')[0]}; batch 2):",
         "",
-        "| detector | pre-training s/step | supervised, same frozen backbone | ratio | CPU fine-tune "
+        "| detector | pre-training s/step | supervised, same frozen backbone | ratio | "
+        "CPU fine-tune "
         "s/step | peak memory ratio |",
         "|---|---|---|---|---|---|",
     ]
@@ -78,16 +81,21 @@ def proposals_table(r) -> str:
     s = r["scaling"]
     lines += [
         "",
-        f"`soco` is {r['soco_vs_package']:.1f}x the pure-Python `selectivesearch` package per process; "
-        f"the tool runs {s['speedup']:.2f}x faster with 2 processes than with 1 ({s['images']} images).",
+        f"`soco` is {r['soco_vs_package']:.1f}x the pure-Python `selectivesearch` package per "
+        "process; "
+        f"the tool runs {s['speedup']:.2f}x faster with 2 processes than with 1 "
+        f"({s['images']} images).",
     ]
     return "\n".join(lines)
 
 
 def main() -> None:
     parts = []
-    for name, fn in (("quality", quality_table), ("speed", speed_table),
-                     ("proposals", proposals_table)):
+    for name, fn in (
+        ("quality", quality_table),
+        ("speed", speed_table),
+        ("proposals", proposals_table),
+    ):
         r = _load(name)
         if r is not None:
             parts.append(fn(r))

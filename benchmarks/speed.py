@@ -3,15 +3,16 @@
 
 For each detector, in one run and one process per arm:
 
-- ``pretrain``: a pre-training step (momentum forward on view 2, online forward on view 1, contrastive
+- ``pretrain``: a pre-training step (momentum forward on view 2, online forward on view 1,
+contrastive
   loss, backward, optimizer step, momentum update), with a breakdown of where the time goes;
 - ``supervised_frozen``: a supervised step of the same detector with the same frozen backbone (the
   fine-tune config with every backbone stage frozen);
 - ``finetune``: a step of the CPU fine-tune config as it is (backbone trained from its 4th block);
 - the data loader of pre-training (two-view mapper) in images per second.
 
-Steps run on fixed pre-loaded batches (data loading excluded). Peak memory is the resident memory above
-what the process held after building the model and running the warm-up steps. Writes
+Steps run on fixed pre-loaded batches (data loading excluded). Peak memory is the peak resident
+memory above what the process held after building the model and loading the batches. Writes
 benchmarks/results/speed.{md,json}. Run it alone on the machine:
 
     python benchmarks/speed.py
@@ -38,7 +39,7 @@ DETECTORS = {
         "pretrain": f"configs/pretrain_box_{det}_cpu.py",
         "finetune": f"configs/finetune_{det}_cpu.py",
     }
-    for det in ("faster_rcnn",)
+    for det in ("faster_rcnn", "retinanet", "fcos")
 }
 # Targets of the project (issue text): pre-training step / supervised frozen step, and peak memory.
 TARGET_TIME_RATIO = 1.6
@@ -73,8 +74,12 @@ def _proposals() -> str:
 
     out = REPO / "output" / "bench_speed" / "coco64_train_proposals.json"
     if not out.exists():
-        generate_proposals(str(COCO64 / "images"), str(out),
-                           coco_json=str(COCO64 / "annotations" / "train.json"), progress=False)
+        generate_proposals(
+            str(COCO64 / "images"),
+            str(out),
+            coco_json=str(COCO64 / "annotations" / "train.json"),
+            progress=False,
+        )
     return str(out)
 
 
@@ -100,10 +105,14 @@ def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
     paths = DETECTORS[detector]
     common = ["dataloader.train.num_workers=0"]
     if arm == "pretrain":
-        cfg = _load_cfg(paths["pretrain"], common + [
-            f"dataloader.train.dataset.json_file={_proposals()}",
-            f"dataloader.train.dataset.image_root={COCO64 / 'images'}",
-        ])
+        cfg = _load_cfg(
+            paths["pretrain"],
+            common
+            + [
+                f"dataloader.train.dataset.json_file={_proposals()}",
+                f"dataloader.train.dataset.image_root={COCO64 / 'images'}",
+            ],
+        )
     else:
         cfg = _load_cfg(paths["finetune"], common)
         if arm == "supervised_frozen":
@@ -152,11 +161,12 @@ def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
             phases["momentum update"] += time.perf_counter() - t
 
     with EventStorage():
+        # Memory above what the process held after building the model (and loading the batches).
+        base = _rss_mb()
+        _reset_peak()
         for i in range(warmup):
             step(i)
         phases.clear()
-        base = _rss_mb()
-        _reset_peak()
         times = []
         for i in range(steps):
             t = time.perf_counter()
@@ -209,16 +219,30 @@ def main(argv=None):
         for arm in ("pretrain", "supervised_frozen", "finetune"):
             print(f"{det} / {arm} ...", flush=True)
             out = subprocess.run(
-                [sys.executable, __file__, "--arm", det, arm, "--steps", str(args.steps),
-                 "--warmup", str(args.warmup)],
-                capture_output=True, text=True, cwd=REPO,
+                [
+                    sys.executable,
+                    __file__,
+                    "--arm",
+                    det,
+                    arm,
+                    "--steps",
+                    str(args.steps),
+                    "--warmup",
+                    str(args.warmup),
+                ],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
             )
             line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
             if out.returncode or not line:
                 sys.exit(f"{det}/{arm} failed:\n{out.stderr[-3000:]}")
-            rows[det][arm] = json.loads(line[0][len("RESULT "):])
-            print(f"  {rows[det][arm]['s_per_step']:.3f} s/step, "
-                  f"{rows[det][arm]['peak_mem_mb']:.0f} MB peak", flush=True)
+            rows[det][arm] = json.loads(line[0][len("RESULT ") :])
+            print(
+                f"  {rows[det][arm]['s_per_step']:.3f} s/step, "
+                f"{rows[det][arm]['peak_mem_mb']:.0f} MB peak",
+                flush=True,
+            )
     result = {
         "machine": machine_summary(),
         "command": "python benchmarks/speed.py" + "".join(f" {a}" for a in (argv or sys.argv[1:])),
@@ -243,10 +267,11 @@ def markdown(r) -> str:
         "",
         "Batch of 2 bundled images (short side 288-352; pre-training on their selective-search "
         "proposals), 4 fixed pre-loaded batches, median of the timed steps. "
-        "Peak memory: resident memory above what the process held after building the model and "
-        "3 warm-up steps, one process per arm.",
+        "Peak memory: peak resident memory above what the process held after building the model "
+        "and loading the batches, one process per arm.",
         "",
-        "| detector | pre-training s/step | supervised, frozen backbone s/step | ratio | CPU fine-tune "
+        "| detector | pre-training s/step | supervised, frozen backbone s/step | ratio | "
+        "CPU fine-tune "
         "s/step | pre-train / fine-tune | peak MB pre-train | peak MB supervised | memory ratio "
         "| loader images/s | pre-training consumes images/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -260,9 +285,15 @@ def markdown(r) -> str:
             f"{sv['peak_mem_mb']:.0f} | **{pt['peak_mem_mb'] / max(sv['peak_mem_mb'], 1):.2f}** | "
             f"{pt['loader_images_per_s']:.1f} | {pt['batch'] / pt['s_per_step']:.1f} |"
         )
-    lines += ["", f"Targets: time ratio <= {r['targets']['time_ratio']}, memory ratio <= "
-              f"{r['targets']['memory_ratio']}; the loader must deliver more images/s than "
-              "pre-training consumes.", "", "Where a step's time goes (mean seconds per step):", ""]
+    lines += [
+        "",
+        f"Targets: time ratio <= {r['targets']['time_ratio']}, memory ratio <= "
+        f"{r['targets']['memory_ratio']}; the loader must deliver more images/s than "
+        "pre-training consumes.",
+        "",
+        "Where a step's time goes (mean seconds per step):",
+        "",
+    ]
     for det, a in r["detectors"].items():
         for arm, res in a.items():
             parts = ", ".join(f"{k} {v:.3f}" for k, v in res["breakdown"].items())

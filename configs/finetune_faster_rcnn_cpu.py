@@ -1,6 +1,6 @@
-# CPU-sized Faster R-CNN fine-tuning on the bundled data (datasets/coco64): EfficientNet-Lite0 trained
-# from its 4th block on (BatchNorm statistics frozen), 128-channel FPN, the shrunk head of the CPU
-# pre-training config, short side ~320. The from-scratch baseline uses this very config with
+# CPU-sized Faster R-CNN fine-tuning on the bundled data (datasets/coco64): EfficientNet-Lite0
+# trained from its 4th block on (BatchNorm statistics frozen), 128-channel FPN, the shrunk head of
+# the CPU pre-training config, short side ~320. The from-scratch baseline uses this very config with
 # train.init_checkpoint="" (ImageNet backbone only).
 #
 #   python tools/export.py --checkpoint output/pretrain_box_faster_rcnn_cpu/model_final.pth \

@@ -1,6 +1,6 @@
-# CPU-sized Mask R-CNN fine-tuning: finetune_faster_rcnn_cpu.py plus a light mask head (it starts from
-# scratch; the box-domain pre-training serves Faster and Mask R-CNN alike). Needs a dataset with masks
-# (the bundled coco64 has boxes only).
+# CPU-sized Mask R-CNN fine-tuning: finetune_faster_rcnn_cpu.py plus a light mask head (it starts
+# from scratch; the box-domain pre-training serves Faster and Mask R-CNN alike). Needs a dataset
+# with masks (the bundled coco64 has boxes only).
 from .common.cpu import lite_mask_rcnn
 from .common.mask_rcnn import model
 from .finetune_faster_rcnn_cpu import dataloader, lr_multiplier, optimizer, train

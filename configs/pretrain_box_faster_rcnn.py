@@ -4,9 +4,9 @@
 #       --output datasets/coco/proposals/train2017_soco.json --workers 32
 #   python train_net.py --config-file configs/pretrain_box_faster_rcnn.py --num-gpus 8
 #
-# The backbone (ImageNet weights, `train.init_checkpoint`) is frozen; the FPN, RPN and box head train
-# on two views per image with the proposals as pseudo ground truth. One pre-training serves Faster and
-# Mask R-CNN fine-tuning (there is no mask head here).
+# The backbone (ImageNet weights, `train.init_checkpoint`) is frozen; the FPN, RPN and box head
+# train on two views per image with the proposals as pseudo ground truth. One pre-training serves
+# Faster and Mask R-CNN fine-tuning (there is no mask head here).
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -30,7 +30,8 @@ detector.backbone.bottom_up.freeze_at = 5
 # 1.0, negatives fill the rest), IoU 0.7 / 0.3; smooth_l1_beta 0 is the L1 loss.
 detector.proposal_generator.update(batch_size_per_image=4096, positive_fraction=1.0)
 # ROI heads: RPN proposals + pseudo-GT, IoU >= 0.5 to a pseudo-GT box, foreground only, <= 4096 per
-# image; the projection 1024 -> 1024 -> 256 replaces the classifier; class-agnostic L1 box regression.
+# image; the projection 1024 -> 1024 -> 256 replaces the classifier; class-agnostic L1 box
+# regression.
 detector.roi_heads._target_ = ContrastiveROIHeads
 detector.roi_heads.update(num_classes=1, batch_size_per_image=4096, always_keep_gt=False)
 detector.roi_heads.box_predictor = L(ContrastiveOutputLayers)(

@@ -1,9 +1,10 @@
-# CPU-sized AlignDet pre-training of Faster R-CNN: frozen EfficientNet-Lite0 (ImageNet weights from the
-# package registry), 128-channel FPN, short side ~320, a shrunk head and the first 32 proposals per
-# image. Defaults to the bundled data; make its proposals first:
+# CPU-sized AlignDet pre-training of Faster R-CNN: frozen EfficientNet-Lite0 (ImageNet weights from
+# the package registry), 128-channel FPN, short side ~320, a shrunk head and the first 32 proposals
+# per image. Defaults to the bundled data; make its proposals first:
 #
 #   python tools/proposals.py generate --image-root datasets/coco64/images \
-#       --coco-json datasets/coco64/annotations/train.json --output output/proposals/coco64_train.json
+#       --coco-json datasets/coco64/annotations/train.json --output
+# output/proposals/coco64_train.json
 #   python train_net.py --config-file configs/pretrain_box_faster_rcnn_cpu.py
 from .common.cpu import cpu_pretrain, lite_faster_rcnn
 from .pretrain_box_faster_rcnn import dataloader, lr_multiplier, model, optimizer, train

@@ -1,4 +1,5 @@
 """Every config under configs/ loads and builds its model, optimizer and schedule."""
+
 import pytest
 from conftest import CONFIGS
 from detectron2.config import LazyConfig, instantiate
@@ -43,10 +44,14 @@ def test_paper_settings():
     assert det.proposal_generator.batch_size_per_image == 4096
     assert det.proposal_generator.positive_fraction == 1.0
     assert det.roi_heads.batch_size_per_image == 4096
-    assert det.roi_heads.box_head.conv_dims == [256] * 4 and det.roi_heads.box_head.fc_dims == [1024]
+    assert det.roi_heads.box_head.conv_dims == [256] * 4 and det.roi_heads.box_head.fc_dims == [
+        1024
+    ]
     assert pre.model.temperature == 0.5 and pre.model.base_momentum == 0.996
     ft = LazyConfig.load(str(CONFIGS / "finetune_faster_rcnn.py"))
-    assert ft.optimizer.lr == pytest.approx(0.03) and ft.optimizer.weight_decay == pytest.approx(5e-5)
+    assert ft.optimizer.lr == pytest.approx(0.03) and ft.optimizer.weight_decay == pytest.approx(
+        5e-5
+    )
     assert ft.model.roi_heads.box_head.conv_dims == [256] * 4
 
 

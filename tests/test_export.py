@@ -1,4 +1,5 @@
 """Export -> stock Detectron2 load, with the per-module key report and the mismatch errors."""
+
 import pytest
 import torch
 from conftest import CONFIGS
@@ -30,7 +31,9 @@ def _finetune_model(*overrides):
 def test_export_then_stock_load(pretrain_ckpt, tmp_path, capsys):
     path, pair = pretrain_ckpt
     out = tmp_path / "exported.pth"
-    assert export_main(["--checkpoint", str(path), "--output", str(out), "--finetune-config", FT]) == 0
+    assert (
+        export_main(["--checkpoint", str(path), "--output", str(out), "--finetune-config", FT]) == 0
+    )
     printed = capsys.readouterr().out
     assert "| module" in printed and "| RPN" in printed and "dropped at export" in printed
     exported = load_checkpoint_file(str(out))
@@ -40,7 +43,9 @@ def test_export_then_stock_load(pretrain_ckpt, tmp_path, capsys):
     assert exported["aligndet_export"]["iteration"] == 191
 
     model = _finetune_model()
-    report = key_report(exported["model"], model.state_dict(), exported["aligndet_export"]["dropped"])
+    report = key_report(
+        exported["model"], model.state_dict(), exported["aligndet_export"]["dropped"]
+    )
     for module in ("backbone", "FPN", "RPN", "box head"):
         assert report[module]["transferred"] and not report[module]["random_init"], module
         assert not report[module]["mismatched"], module
@@ -61,8 +66,15 @@ def test_export_then_stock_load(pretrain_ckpt, tmp_path, capsys):
 def test_keep_box_regression_needs_class_agnostic_config(pretrain_ckpt, tmp_path, capsys):
     path, _ = pretrain_ckpt
     out = tmp_path / "kept.pth"
-    args = ["--checkpoint", str(path), "--output", str(out), "--keep-box-regression",
-            "--finetune-config", FT]
+    args = [
+        "--checkpoint",
+        str(path),
+        "--output",
+        str(out),
+        "--keep-box-regression",
+        "--finetune-config",
+        FT,
+    ]
     assert export_main(args) == 1
     err = capsys.readouterr().err
     assert "predictor: 2 exported keys missing or of another shape" in err and not out.exists()
@@ -76,8 +88,19 @@ def test_other_backbone_is_refused_listing_modules(pretrain_ckpt, tmp_path, caps
     out = tmp_path / "exported.pth"
     assert export_main(["--checkpoint", str(path), "--output", str(out)]) == 0
     r50 = str(CONFIGS / "finetune_faster_rcnn.py")
-    assert export_main(["--checkpoint", str(path), "--output", str(tmp_path / "x.pth"),
-                        "--finetune-config", r50]) == 1
+    assert (
+        export_main(
+            [
+                "--checkpoint",
+                str(path),
+                "--output",
+                str(tmp_path / "x.pth"),
+                "--finetune-config",
+                r50,
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "do not match this config" in err and "backbone:" in err and "FPN:" in err
     # train_net's check refuses it too (Detectron2's own loader would only warn).
@@ -96,3 +119,56 @@ def test_wrong_checkpoints_are_named(pretrain_ckpt, tmp_path, capsys):
     with pytest.raises(ValueError, match="is a pre-training checkpoint: export it"):
         check_init_checkpoint(_finetune_model(), str(path))
 
+
+@pytest.mark.parametrize("det", ["retinanet", "fcos"])
+def test_dense_export_then_stock_load(det, tmp_path, capsys):
+    cfg = LazyConfig.load(str(CONFIGS / f"pretrain_box_{det}_cpu.py"))
+    pair = instantiate(cfg.model)
+    torch.save({"model": pair.state_dict(), "iteration": 3}, tmp_path / "pre.pth")
+    ft = str(CONFIGS / f"finetune_{det}_cpu.py")
+    out = tmp_path / "exported.pth"
+    assert (
+        export_main(
+            [
+                "--checkpoint",
+                str(tmp_path / "pre.pth"),
+                "--output",
+                str(out),
+                "--finetune-config",
+                ft,
+            ]
+        )
+        == 0
+    )
+    exported = load_checkpoint_file(str(out))
+    dropped = exported["aligndet_export"]["dropped"]
+    assert any(".projector." in k for k in dropped)
+    assert "head.bbox_pred.weight" in dropped
+    assert ("head.ctrness.weight" in dropped) == (det == "fcos")
+    model = instantiate(LazyConfig.load(ft).model)
+    report = key_report(exported["model"], model.state_dict(), dropped)
+    for module in ("backbone", "FPN", "dense towers"):
+        assert report[module]["transferred"] and not report[module]["random_init"], module
+    assert "head.cls_score.weight" in report["dense predictor"]["random_init"]
+    DetectionCheckpointer(model).load(str(out))
+    online = pair.online.state_dict()
+    for k, v in model.state_dict().items():
+        if k.startswith(("backbone.", "head.cls_subnet.", "head.bbox_subnet.")):
+            assert torch.equal(v, online[k]), k
+    # Kept regression layers load into the stock head as they are.
+    kept = tmp_path / "kept.pth"
+    assert (
+        export_main(
+            [
+                "--checkpoint",
+                str(tmp_path / "pre.pth"),
+                "--output",
+                str(kept),
+                "--keep-box-regression",
+                "--finetune-config",
+                ft,
+            ]
+        )
+        == 0
+    )
+    assert "head.bbox_pred.weight" in load_checkpoint_file(str(kept))["model"]

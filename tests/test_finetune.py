@@ -1,10 +1,18 @@
 """Fine-tuning and evaluation: the evaluators, the end-to-end chain on real images, bad input."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
-from conftest import COCO64, CONFIGS, Args, small_finetune_cfg, small_pretrain_cfg, write_subset_json
+from conftest import (
+    COCO64,
+    CONFIGS,
+    Args,
+    small_finetune_cfg,
+    small_pretrain_cfg,
+    write_subset_json,
+)
 from detectron2.config import LazyCall as L
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import DatasetCatalog
@@ -60,7 +68,10 @@ def test_end_to_end_pretrain_export_finetune_evaluate(tmp_path):
         tmp_path / "ft",
         max_iter=12,
         # After 12 steps scores are low: keep every detection so that AP is computed.
-        extra=[f"train.init_checkpoint={exported}", "model.roi_heads.box_predictor.test_score_thresh=0.0"],
+        extra=[
+            f"train.init_checkpoint={exported}",
+            "model.roi_heads.box_predictor.test_score_thresh=0.0",
+        ],
     )
     ft.dataloader.test.dataset.names = L(register_coco)(
         name="coco64_val8", json_file=str(val8), image_root=str(COCO64 / "images")
@@ -80,9 +91,14 @@ def test_end_to_end_pretrain_export_finetune_evaluate(tmp_path):
 
 def test_proposals_dataset_is_refused_for_finetuning(tmp_path):
     props = tmp_path / "p.json"
-    props.write_text(json.dumps({"images": [], "annotations": [],
-                                 "categories": [{"id": 1, "name": "selective_search"}]}))
-    with pytest.raises(ProposalsError, match="a proposals json has no labels; it is for pre-training"):
+    props.write_text(
+        json.dumps(
+            {"images": [], "annotations": [], "categories": [{"id": 1, "name": "selective_search"}]}
+        )
+    )
+    with pytest.raises(
+        ProposalsError, match="a proposals json has no labels; it is for pre-training"
+    ):
         register_coco("test_props_ft", str(props), str(tmp_path))
     register_proposals("test_props_registered", str(props), str(tmp_path))
     cfg = small_finetune_cfg(tmp_path)
@@ -118,8 +134,9 @@ def test_mask_rcnn_loads_the_export_and_trains_on_synthetic_masks(tmp_path):
         masks[0, 30:150, 20:120] = True
         masks[1, 40:180, 130:240] = True
         inst.gt_masks = BitMasks(masks)
-        batch.append({"image": torch.randint(0, 255, (3, 192, 256), dtype=torch.uint8),
-                      "instances": inst})
+        batch.append(
+            {"image": torch.randint(0, 255, (3, 192, 256), dtype=torch.uint8), "instances": inst}
+        )
     cfg.optimizer.params.model = model
     opt = instantiate(cfg.optimizer)
     model.train()

@@ -1,4 +1,5 @@
 """Negatives gathered across processes (a 2-process gloo group on the CPU)."""
+
 import os
 
 import pytest
@@ -41,7 +42,9 @@ def test_gathered_negatives_match_a_single_process_computation():
         other_k = _data(1 - rank)[2]
         # The same rows, with the other process's keys added as negatives that match no query.
         expected, _ = box_contrastive_loss(
-            q, iq, torch.cat([k, other_k]),
+            q,
+            iq,
+            torch.cat([k, other_k]),
             torch.cat([ik, torch.full((len(other_k),), OTHER_DEVICE_ID)]),
         )
         assert out[rank] == pytest.approx(expected.item(), rel=1e-5)

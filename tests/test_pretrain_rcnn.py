@@ -1,4 +1,5 @@
-"""Pre-training of Faster R-CNN on real images: sampling, frozen backbone, steps, resume, bad input."""
+"""Pre-training of Faster R-CNN on real images: sampling, frozen backbone, steps, bad input."""
+
 import logging
 
 import numpy as np

@@ -200,7 +200,8 @@ def test_strict_stops_at_corrupt_image_and_keeps_progress(folder_with_bad_images
     assert rc == 1
     err = capsys.readouterr().err
     assert f"{root / 'corrupt.jpg'}: cannot decode" in err and "--strict" in err
-    # Folder order is sorted: the two good images (sorted before corrupt.jpg) were finished and kept.
+    # Folder order is sorted: the two good images (sorted before corrupt.jpg) were finished and
+    # kept.
     assert not out.exists()
     parts = (tmp_path / "p.json.partial.jsonl").read_text().splitlines()
     assert len(parts) == 1 + 2

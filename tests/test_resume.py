@@ -1,4 +1,5 @@
 """Resume after step 3 restores both branches, optimizer, scheduler and iteration exactly."""
+
 import torch
 from conftest import Args, small_pretrain_cfg
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Export a pre-training checkpoint for fine-tuning. See `python tools/export.py --help`."""
+
 import sys
 
 from aligndet_d2.cli.export import main

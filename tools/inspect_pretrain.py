@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Pictures of what a pre-trained R-CNN learned. See `python tools/inspect_pretrain.py --help`."""
+
 import sys
 
 from aligndet_d2.cli.inspect_pretrain import main

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The two pre-training views of images, side by side. See `python tools/visualize_views.py --help`."""
+"""The two pre-training views of images side by side. See `python tools/visualize_views.py -h`."""
 
 import sys
 

@@ -1,10 +1,10 @@
 """Export of a pre-training checkpoint to a plain Detectron2 checkpoint, and the key report.
 
-The export keeps the online detector only and drops its projection layers; the RPN is kept whole. The
-last box-regression layers (R-CNN ``roi_heads.box_predictor.bbox_pred``, RetinaNet / FCOS
+The export keeps the online detector only and drops its projection layers; the RPN is kept whole.
+The last box-regression layers (R-CNN ``roi_heads.box_predictor.bbox_pred``, RetinaNet / FCOS
 ``head.bbox_pred`` and FCOS ``head.ctrness``) are dropped by default, as the reference does, or kept
-(DESIGN.md 2.6). A kept R-CNN regressor is class-agnostic: it loads only into a fine-tune config with
-``cls_agnostic_bbox_reg=True``.
+(DESIGN.md 2.6). A kept R-CNN regressor is class-agnostic: it loads only into a fine-tune config
+with ``cls_agnostic_bbox_reg=True``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ __all__ = [
 # Key of the export's metadata in the written file; train_net.py checks exports that carry it.
 EXPORT_MARKER = "aligndet_export"
 
-# Modules of the per-module report, first matching prefix wins (the FPN is everything in the backbone
-# but its bottom-up network).
+# Modules of the per-module report, first matching prefix wins (the FPN is everything in the
+# backbone but its bottom-up network).
 MODULES: Sequence[Tuple[str, Tuple[str, ...]]] = (
     ("backbone", ("backbone.bottom_up.",)),
     ("FPN", ("backbone.",)),
@@ -43,8 +43,8 @@ MODULES: Sequence[Tuple[str, Tuple[str, ...]]] = (
     ("dense towers", ("head.cls_subnet.", "head.bbox_subnet.", "head.share_tower.")),
     ("dense predictor", ("head.",)),
 )
-# Modules whose every key must transfer when the detector and backbone match; the others (predictors,
-# mask head) are expected to start, at least in part, from random init.
+# Modules whose every key must transfer when the detector and backbone match; the others
+# (predictors, mask head) are expected to start, at least in part, from random init.
 _MUST_TRANSFER = ("backbone", "FPN", "RPN", "box head", "dense towers")
 
 # Layers that only pre-training has.
@@ -123,7 +123,12 @@ def write_export(
     }
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     torch.save(
-        {"model": state, "__author__": "aligndet_d2", "matching_heuristics": False, EXPORT_MARKER: meta},
+        {
+            "model": state,
+            "__author__": "aligndet_d2",
+            "matching_heuristics": False,
+            EXPORT_MARKER: meta,
+        },
         output,
     )
 
@@ -198,12 +203,15 @@ def check_report(report: Dict[str, Dict[str, List[str]]]) -> None:
     for module, r in report.items():
         problems = []
         if r["mismatched"]:
-            problems.append(f"{len(r['mismatched'])} exported keys missing or of another shape "
-                            f"(first: {r['mismatched'][0]})")
+            problems.append(
+                f"{len(r['mismatched'])} exported keys missing or of another shape "
+                f"(first: {r['mismatched'][0]})"
+            )
         exported = r["transferred"] or r["mismatched"]
         if module in _MUST_TRANSFER and exported and r["random_init"]:
-            problems.append(f"{len(r['random_init'])} keys not in the export "
-                            f"(first: {r['random_init'][0]})")
+            problems.append(
+                f"{len(r['random_init'])} keys not in the export " f"(first: {r['random_init'][0]})"
+            )
         if problems:
             bad.append(f"{module}: " + "; ".join(problems))
     if bad:
@@ -214,7 +222,7 @@ def check_report(report: Dict[str, Dict[str, List[str]]]) -> None:
 
 
 def format_report(report: Dict[str, Dict[str, List[str]]]) -> str:
-    """The report as a table: module, keys transferred, dropped at export, random init, mismatched."""
+    """The report as a table: module, keys transferred, dropped at export, random init, mismatch."""
     from tabulate import tabulate
 
     rows = [

@@ -1,10 +1,11 @@
 """The end-to-end demo on the bundled data (datasets/coco64) with the CPU-sized configs.
 
 Stages: selective-search proposals for the train images (and pictures of them and of the two views)
--> box-domain pre-training on the proposals -> export -> fine-tuning on the train labels from the
-export -> the same fine-tuning with neck and heads from scratch -> COCO AP of both on the val images,
-80-class and class-agnostic. Each training stage runs ``train_net.py``; its full log is written next to
-its outputs and its progress lines are shown here.
+-> box-domain pre-training of the detector (Faster R-CNN by default, or RetinaNet, FCOS) on the
+proposals -> export -> fine-tuning on the train labels from the export -> the same fine-tuning with
+neck and heads from scratch -> COCO AP of both on the val images, 80-class and class-agnostic. Each
+training stage runs ``train_net.py``; its full log is written next to its outputs and its progress
+lines are shown here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = ["main"]
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO / "datasets" / "coco64"
 # Lines of train_net.py's output worth showing while it runs.
+DETECTORS = ("faster_rcnn", "retinanet", "fcos")
 _PROGRESS = ("eta:", "Overall training speed", "copypaste:", "Error", "error:", "Traceback")
 
 
@@ -46,7 +48,7 @@ def _train_net(args: List[str], log: Path) -> None:
             f.write(line)
             if any(p in line for p in _PROGRESS):
                 start = line.find("eta:")
-                print("  " + line[max(start, 0):].rstrip()[:150], flush=True)
+                print("  " + line[max(start, 0) :].rstrip()[:150], flush=True)
         if proc.wait():
             raise SystemExit(f"[demo] train_net.py failed (exit {proc.returncode}); see {log}")
 
@@ -58,9 +60,19 @@ def _results(output_dir: Path) -> dict:
 
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="demo.py", description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="dataset folder (images/, annotations/)")
-    p.add_argument("--output-dir", default="output/demo", help="where everything is written")
+    p.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="dataset folder (images/, annotations/)"
+    )
+    p.add_argument(
+        "--output-dir", default="output/demo", help="everything goes to <output-dir>/<detector>/"
+    )
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes")
+    p.add_argument(
+        "--detector",
+        default="faster_rcnn",
+        choices=DETECTORS,
+        help="the detector pre-trained and fine-tuned (CPU configs)",
+    )
     p.add_argument("--pretrain-iters", type=int, default=192, help="pre-training iterations")
     p.add_argument("--finetune-iters", type=int, default=384, help="iterations of each fine-tune")
     args = p.parse_args(argv)
@@ -69,71 +81,144 @@ def main(argv: Optional[List[str]] = None) -> int:
     data = Path(args.data).resolve()
     images = str(data / "images")
     train_json, val_json = str(data / "annotations/train.json"), str(data / "annotations/val.json")
-    out = Path(args.output_dir).resolve()
+    det = args.detector
+    out = Path(args.output_dir).resolve() / det
     props = out / "proposals" / "train.json"
-    exported = out / "aligndet_faster_rcnn_cpu.pth"
+    pretrain_cfg = f"configs/pretrain_box_{det}_cpu.py"
+    finetune_cfg = f"configs/finetune_{det}_cpu.py"
+    exported = out / f"aligndet_{det}_cpu.pth"
     total = 6
 
     _stage(1, total, f"selective-search proposals for {train_json} ({args.workers} processes)")
     if proposals_cli.main(
-        ["generate", "--image-root", images, "--coco-json", train_json, "--output", str(props),
-         "--workers", str(args.workers), "--check"]
+        [
+            "generate",
+            "--image-root",
+            images,
+            "--coco-json",
+            train_json,
+            "--output",
+            str(props),
+            "--workers",
+            str(args.workers),
+            "--check",
+        ]
     ):
         return 1
     pictures = str(out / "pictures")
-    proposals_cli.main(["draw", "--proposals", str(props), "--image-root", images,
-                        "--output-dir", pictures, "--num-images", "2"])
-    visualize_views.main(["--proposals", str(props), "--image-root", images, "--output-dir",
-                          pictures, "--num-images", "2", "--short-edge", "288", "320", "352",
-                          "--max-size", "533"])
+    proposals_cli.main(
+        [
+            "draw",
+            "--proposals",
+            str(props),
+            "--image-root",
+            images,
+            "--output-dir",
+            pictures,
+            "--num-images",
+            "2",
+        ]
+    )
+    visualize_views.main(
+        [
+            "--proposals",
+            str(props),
+            "--image-root",
+            images,
+            "--output-dir",
+            pictures,
+            "--num-images",
+            "2",
+            "--short-edge",
+            "288",
+            "320",
+            "352",
+            "--max-size",
+            "533",
+        ]
+    )
 
-    _stage(2, total, f"box-domain pre-training on the proposals ({args.pretrain_iters} iterations)")
+    _stage(
+        2,
+        total,
+        f"box-domain pre-training of {det} on the proposals ({args.pretrain_iters} iterations)",
+    )
     _train_net(
-        ["--config-file", "configs/pretrain_box_faster_rcnn_cpu.py",
-         f"dataloader.train.dataset.json_file={props}", f"dataloader.train.dataset.image_root={images}",
-         f"train.output_dir={out / 'pretrain'}", f"train.max_iter={args.pretrain_iters}",
-         f"train.checkpointer.period={args.pretrain_iters}"],
+        [
+            "--config-file",
+            pretrain_cfg,
+            f"dataloader.train.dataset.json_file={props}",
+            f"dataloader.train.dataset.image_root={images}",
+            f"train.output_dir={out / 'pretrain'}",
+            f"train.max_iter={args.pretrain_iters}",
+            f"train.checkpointer.period={args.pretrain_iters}",
+        ],
         out / "pretrain" / "train_net.log",
     )
 
     _stage(3, total, "export of the online detector for fine-tuning")
     from . import export
 
-    if export.main(["--checkpoint", str(out / "pretrain" / "model_final.pth"), "--output",
-                    str(exported), "--finetune-config", "configs/finetune_faster_rcnn_cpu.py"]):
+    if export.main(
+        [
+            "--checkpoint",
+            str(out / "pretrain" / "model_final.pth"),
+            "--output",
+            str(exported),
+            "--finetune-config",
+            finetune_cfg,
+        ]
+    ):
         return 1
 
     common = [
-        "--config-file", "configs/finetune_faster_rcnn_cpu.py",
+        "--config-file",
+        finetune_cfg,
         f"dataloader.train.dataset.names.json_file={train_json}",
         f"dataloader.train.dataset.names.image_root={images}",
         f"dataloader.test.dataset.names.json_file={val_json}",
         f"dataloader.test.dataset.names.image_root={images}",
-        f"train.max_iter={args.finetune_iters}", f"train.checkpointer.period={args.finetune_iters}",
+        f"train.max_iter={args.finetune_iters}",
+        f"train.checkpointer.period={args.finetune_iters}",
     ]
-    arms = {"AlignDet pre-trained": out / "finetune_aligndet", "from scratch": out / "finetune_scratch"}
-    _stage(4, total, f"fine-tuning from the export ({args.finetune_iters} iterations), then COCO AP")
-    _train_net(common + [f"train.init_checkpoint={exported}",
-                         f"train.output_dir={arms['AlignDet pre-trained']}"],
-               arms["AlignDet pre-trained"] / "train_net.log")
+    arms = {
+        "AlignDet pre-trained": out / "finetune_aligndet",
+        "from scratch": out / "finetune_scratch",
+    }
+    _stage(
+        4, total, f"fine-tuning from the export ({args.finetune_iters} iterations), then COCO AP"
+    )
+    _train_net(
+        common
+        + [f"train.init_checkpoint={exported}", f"train.output_dir={arms['AlignDet pre-trained']}"],
+        arms["AlignDet pre-trained"] / "train_net.log",
+    )
     _stage(5, total, "the same fine-tuning with neck and heads from scratch, then COCO AP")
-    _train_net(common + ["train.init_checkpoint=", f"train.output_dir={arms['from scratch']}"],
-               arms["from scratch"] / "train_net.log")
+    _train_net(
+        common + ["train.init_checkpoint=", f"train.output_dir={arms['from scratch']}"],
+        arms["from scratch"] / "train_net.log",
+    )
 
     _stage(6, total, f"results on {val_json}")
-    rows = ["| neck and heads | AP | AP50 | AP (person) | class-agnostic AP | class-agnostic AP50 |",
-            "|---|---|---|---|---|---|"]
+    rows = [
+        "| neck and heads | AP | AP50 | AP (person) | class-agnostic AP | class-agnostic AP50 |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, d in arms.items():
         r = _results(d)
         b, a = r["bbox"], r["bbox_agnostic"]
-        rows.append(f"| {name} | {b['AP']:.1f} | {b['AP50']:.1f} | {b.get('AP-person', float('nan')):.1f} "
-                    f"| {a['AP']:.1f} | {a['AP50']:.1f} |")
+        rows.append(
+            f"| {name} | {b['AP']:.1f} | {b['AP50']:.1f} | {b.get('AP-person', float('nan')):.1f} "
+            f"| {a['AP']:.1f} | {a['AP50']:.1f} |"
+        )
     table = "\n".join(rows)
     (out / "results.md").write_text(table + "\n")
     print(table)
-    print(f"\n[demo] done in {(time.time() - t0) / 60:.1f} min; everything is in {out}/ "
-          "(32 training images: the numbers show the pipeline works, not what pre-training is worth;"
-          " see benchmarks/ for that)")
+    print(
+        f"\n[demo] done in {(time.time() - t0) / 60:.1f} min; everything is in {out}/ "
+        "(32 training images: the numbers show the pipeline works, not what pre-training is worth;"
+        " see benchmarks/ for that)"
+    )
     return 0
 
 

@@ -75,8 +75,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ExportMismatchError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1
-    write_export(state, dropped, args.output, source=args.checkpoint, iteration=ckpt.get("iteration"),
-                 keep_box_regression=args.keep_box_regression)
+    write_export(
+        state,
+        dropped,
+        args.output,
+        source=args.checkpoint,
+        iteration=ckpt.get("iteration"),
+        keep_box_regression=args.keep_box_regression,
+    )
     print(f"wrote {args.output}")
     return 0
 

@@ -1,8 +1,8 @@
 """Command line: what a pre-trained R-CNN learned, in pictures.
 
-For each image: on the left its proposals (the pseudo ground truth of pre-training), on the right the
-online detector's boxes (the RPN's top proposals refined by the pre-trained box regressor), each drawn in
-the colour and with the id of the proposal it overlaps most (IoU >= 0.5), grey otherwise.
+For each image: on the left its proposals (the pseudo ground truth of pre-training), on the right
+the online detector's boxes (the RPN's top proposals refined by the pre-trained box regressor), each
+drawn in the colour and with the id of the proposal it overlaps most (IoU >= 0.5), grey otherwise.
 
 Example::
 

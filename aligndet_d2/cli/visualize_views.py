@@ -1,4 +1,4 @@
-"""Command line: save the two pre-training views of images side by side, matching ids in matching colours.
+"""Command line: the two pre-training views of images side by side, ids in matching colours.
 
 Example::
 

@@ -1,8 +1,8 @@
-"""Registering proposals json files (and labelled COCO files used as proposals) as Detectron2 datasets.
+"""Proposals json files (and labelled COCO files used as proposals) as Detectron2 datasets.
 
-A proposals dataset yields standard Detectron2 dataset dicts whose ``annotations`` are the proposals in
-file order (``category_id`` 0, ``bbox_mode`` XYWH_ABS). Its metadata sets ``is_proposals=True`` so that
-fine-tuning code can refuse it.
+A proposals dataset yields standard Detectron2 dataset dicts whose ``annotations`` are the proposals
+in file order (``category_id`` 0, ``bbox_mode`` XYWH_ABS). Its metadata sets ``is_proposals=True``
+so that fine-tuning code can refuse it.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# How far a box may poke out of its image before the json is refused: labelled COCO files round their
-# boxes to 0.01 px after clipping.
+# How far a box may poke out of its image before the json is refused: labelled COCO files round
+# their boxes to 0.01 px after clipping.
 _BOX_TOLERANCE = 1.0
 
 
@@ -45,8 +45,8 @@ def load_proposals_json(
 
     Args:
         json_file: the proposals json written by ``tools/proposals.py generate``, or a labelled COCO
-            json, whose ground-truth boxes are then used as proposals (its labels are ignored, with a
-            warning).
+            json, whose ground-truth boxes are then used as proposals (its labels are ignored, with
+            a warning).
         image_root: folder the ``file_name`` entries are relative to.
         check_files: check that every image file exists under ``image_root``.
 
@@ -55,7 +55,8 @@ def load_proposals_json(
         ``annotations`` (each ``{"bbox", "bbox_mode", "category_id": 0}``), proposals in file order.
 
     Raises:
-        ProposalsError: naming the json, the image and the box, when an image is not under the root or
+        ProposalsError: naming the json, the image and the box, when an image is not under the root
+        or
             a box is degenerate or outside its image.
     """
     try:
@@ -70,7 +71,8 @@ def load_proposals_json(
     is_proposals = [c.get("name") for c in cats] == ["selective_search"]
     if not is_proposals:
         logger.warning(
-            f"{json_file}: labelled dataset used for pre-training: its {len(cats)} class labels are "
+            f"{json_file}: labelled dataset used for pre-training: its {len(cats)} class labels "
+            "are "
             "ignored and its boxes are used as proposals"
         )
 
@@ -123,8 +125,9 @@ def load_proposals_json(
 def register_proposals(name: str, json_file: str, image_root: str) -> None:
     """Registers a proposals json plus image root as the Detectron2 dataset ``name``.
 
-    The dataset is loaded lazily (on ``DatasetCatalog.get``), as Detectron2's ``register_coco_instances``
-    does. Its metadata has ``thing_classes=["selective_search"]`` and ``is_proposals=True``.
+    The dataset is loaded lazily (on ``DatasetCatalog.get``), as Detectron2's
+    ``register_coco_instances`` does. Its metadata has ``thing_classes=["selective_search"]`` and
+    ``is_proposals=True``.
     """
     DatasetCatalog.register(
         name,
@@ -140,7 +143,7 @@ def register_proposals(name: str, json_file: str, image_root: str) -> None:
 
 
 def register_coco_as_proposals(name: str, json_file: str, image_root: str) -> None:
-    """Registers a labelled COCO json whose ground-truth boxes serve as proposals (labels ignored)."""
+    """Registers a labelled COCO json whose ground-truth boxes serve as proposals (no labels)."""
     register_proposals(name, json_file, image_root)
 
 

@@ -1,10 +1,11 @@
 """Unsupervised box proposals: OpenCV selective search, the SoCo filter, and the proposals json.
 
-A proposals json is a COCO instances file with one category, ``selective_search``. Each annotation is one
-kept box (``bbox`` as ``[x, y, w, h]`` in pixels) with its ``rank`` (0-based position among the image's
-kept boxes, in selective-search order). Each image entry carries ``proposal_fallback`` (``None`` when the
-main filter kept boxes, else the looser filter that did; see :meth:`ProposalFilter.apply`). The ``info``
-block records the settings, the tool version and the images that were skipped, with their reasons.
+A proposals json is a COCO instances file with one category, ``selective_search``. Each annotation
+is one kept box (``bbox`` as ``[x, y, w, h]`` in pixels) with its ``rank`` (0-based position among
+the image's kept boxes, in selective-search order). Each image entry carries ``proposal_fallback``
+(``None`` when the main filter kept boxes, else the looser filter that did; see
+:meth:`ProposalFilter.apply`). The ``info`` block records the settings, the tool version and the
+images that were skipped, with their reasons.
 
 Generation (:func:`generate_proposals`) runs over worker processes, is resumable after a kill at any
 moment, and is deterministic: 1 worker, N workers and a resumed run write byte-identical files.
@@ -47,9 +48,9 @@ TOOL_NAME = "aligndet_d2.data.proposals"
 CATEGORY = {"id": 1, "name": "selective_search", "supercategory": "proposal"}
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
-# Selective search modes. `soco` is the single strategy with SoCo's graph-segmentation settings (k 300,
-# sigma 0.9; OpenCV's graph segmentation uses min_size 100, SoCo's value); `fast` and `quality` are
-# OpenCV's multi-strategy presets, which give many more boxes at 6x and 25x the cost.
+# Selective search modes. `soco` is the single strategy with SoCo's graph-segmentation settings (k
+# 300, sigma 0.9; OpenCV's graph segmentation uses min_size 100, SoCo's value); `fast` and `quality`
+# are OpenCV's multi-strategy presets, which give many more boxes at 6x and 25x the cost.
 MODES = ("soco", "fast", "quality")
 SOCO_K = 300
 SOCO_SIGMA = 0.9
@@ -68,7 +69,8 @@ class ProposalFilter:
         min_aspect: minimum width / height.
         max_aspect: maximum width / height.
         max_scale: maximum sqrt(box area / image area).
-        top_k: keep at most this many boxes per image (the first in selective-search order), or None.
+        top_k: keep at most this many boxes per image (the first in selective-search order), or
+            None.
         dedup_iou: drop a box whose IoU with an earlier kept box exceeds this value, or None.
     """
 
@@ -132,8 +134,8 @@ class ProposalFilter:
     def apply(self, boxes: np.ndarray, width: int, height: int) -> Tuple[np.ndarray, Optional[str]]:
         """Filters, de-duplicates and caps an image's boxes, falling back as SoCo does.
 
-        When no box passes the full filter, keep those that pass the aspect-ratio test alone; if still
-        none, those with both sides >= ``min_size``.
+        When no box passes the full filter, keep those that pass the aspect-ratio test alone; if
+        still none, those with both sides >= ``min_size``.
 
         Args:
             boxes: (N, 4) ``[x, y, w, h]`` boxes in selective-search order.
@@ -164,7 +166,7 @@ FALLBACKS = ("aspect_ratio", "min_size")
 
 
 def _greedy_dedup(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices of boxes kept when each box is dropped if it overlaps an earlier kept box too much."""
+    """Indices of the boxes kept when a box overlapping an earlier kept one too much is dropped."""
     x0, y0 = boxes[:, 0].astype(np.float64), boxes[:, 1].astype(np.float64)
     x1, y1 = x0 + boxes[:, 2], y0 + boxes[:, 3]
     area = boxes[:, 2].astype(np.float64) * boxes[:, 3]
@@ -189,7 +191,8 @@ class ProposalSettings:
     Args:
         mode: one of :data:`MODES`.
         filter: the box filter.
-        seed: value given to the C library's ``srand`` before each image (see :func:`selective_search`).
+        seed: value given to the C library's ``srand`` before each image (see
+        :func:`selective_search`).
     """
 
     mode: str = "soco"
@@ -211,17 +214,17 @@ class ProposalSettings:
         return cls(mode=d["mode"], filter=ProposalFilter(**d["filter"]), seed=int(d["seed"]))
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Selective search on one image
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 _LIBC = None
 
 
 def _srand(seed: int) -> None:
     # OpenCV's selective search shuffles regions with the C library's global rand() (via std::rand):
-    # without a reseed the same image gives the same boxes in an order that depends on what the process
-    # ran before, which breaks determinism across worker counts and resumed runs.
+    # without a reseed the same image gives the same boxes in an order that depends on what the
+    # process ran before, which breaks determinism across worker counts and resumed runs.
     global _LIBC
     if _LIBC is None:
         _LIBC = ctypes.CDLL(None)
@@ -271,8 +274,8 @@ class ImageTask:
 
 
 def _read_bgr(path: str) -> np.ndarray:
-    # Detectron2's reader: the same EXIF orientation and RGB conversion as at training time, so boxes
-    # computed here are on the image the model sees.
+    # Detectron2's reader: the same EXIF orientation and RGB conversion as at training time, so
+    # boxes computed here are on the image the model sees.
     from detectron2.data.detection_utils import read_image
 
     return read_image(path, format="BGR")
@@ -282,8 +285,9 @@ def propose_image(task: ImageTask, image_root: str, settings: ProposalSettings) 
     """Runs selective search and the filter on one image.
 
     Returns:
-        A json-ready record: ``{"index", "boxes": [[x, y, w, h], ...], "num_raw", "fallback", "width",
-        "height"}``, or ``{"index", "skipped": reason}`` when the image is missing or does not decode.
+        A json-ready record: ``{"index", "boxes": [[x, y, w, h], ...], "num_raw", "fallback",
+        "width", "height"}``, or ``{"index", "skipped": reason}`` when the image is missing or does
+        not decode.
     """
     path = os.path.join(image_root, task.file_name)
     if not os.path.isfile(path):
@@ -310,9 +314,9 @@ def propose_image(task: ImageTask, image_root: str, settings: ProposalSettings) 
     }
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Inputs
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def list_images(
@@ -366,9 +370,9 @@ def list_images(
     return tasks, carry
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Parallel, resumable generation
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def _worker_init() -> None:
@@ -495,9 +499,9 @@ def generate_proposals(
 ) -> Dict[str, Any]:
     """Generates a proposals json for every image of a folder or a COCO json; resumable.
 
-    Finished images are appended to ``<output>.partial.jsonl`` as they complete, so a run killed at any
-    moment continues where it stopped when called again with the same arguments. The final json is
-    assembled in input order, which makes it independent of the number of workers.
+    Finished images are appended to ``<output>.partial.jsonl`` as they complete, so a run killed at
+    any moment continues where it stopped when called again with the same arguments. The final json
+    is assembled in input order, which makes it independent of the number of workers.
 
     Args:
         image_root: folder with the images.
@@ -510,7 +514,8 @@ def generate_proposals(
         progress: show a progress bar (images done, images/s, ETA).
 
     Returns:
-        A summary dict: ``{"output", "num_images", "num_proposals", "skipped", "fallbacks", "resumed"}``.
+        A summary dict: ``{"output", "num_images", "num_proposals", "skipped", "fallbacks",
+        "resumed"}``.
     """
     tasks, carry = list_images(image_root, coco_json)
     source = {"image_root": os.path.basename(os.path.normpath(image_root))}
@@ -617,9 +622,9 @@ def _read_json(path) -> Dict[str, Any]:
         raise ProposalsError(f"{path}: not valid json ({e})") from e
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Validation
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 
 
 def check_proposals(
@@ -632,7 +637,8 @@ def check_proposals(
     lies inside its image and passes the filter recorded in ``info`` at the image's fallback level.
 
     Raises:
-        ProposalsError: listing up to ``max_errors`` problems, each naming the json, the image and the
+        ProposalsError: listing up to ``max_errors`` problems, each naming the json, the image and
+        the
             box.
 
     Returns:

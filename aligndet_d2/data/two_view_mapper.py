@@ -1,9 +1,9 @@
 """The two-view dataset mapper of box-domain pre-training (DESIGN.md 2.2).
 
-The image is read once; each view gets its own random resize, horizontal flip and one photometric op.
-There is no crop, so every proposal is visible in both views, and no box is ever dropped in one view
-only: both views' ``Instances`` hold the same boxes in the same order, with ``gt_ids`` holding each
-box's index in the image's proposal list.
+The image is read once; each view gets its own random resize, horizontal flip and one photometric
+op. There is no crop, so every proposal is visible in both views, and no box is ever dropped in one
+view only: both views' ``Instances`` hold the same boxes in the same order, with ``gt_ids`` holding
+each box's index in the image's proposal list.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def photometric_op(name: str, magnitude: int) -> Callable[[Image.Image], Image.I
 class RandomPhotometric(T.Augmentation):
     """Applies one photometric op chosen uniformly, with a magnitude drawn uniformly from a range.
 
-    Boxes are left unchanged (the transform is a :class:`detectron2.data.transforms.PILColorTransform`).
-    Expects a uint8 RGB image.
+    Boxes are left unchanged (the transform is a
+    :class:`detectron2.data.transforms.PILColorTransform`). Expects a uint8 RGB image.
     """
 
     def __init__(self, ops: Sequence[str] = PHOTOMETRIC_OPS, magnitude_range=(1, 9)):
@@ -99,10 +99,10 @@ class TwoViewMapper:
     Works with ``build_detection_train_loader(mapper=TwoViewMapper(...))`` and aspect-ratio grouping
     (the output keeps the dataset dict's ``height`` / ``width``).
 
-    Output dict: the input's ``file_name``, ``image_id``, ``height``, ``width``, and ``views``: a list of
-    two dicts, each ``{"image": (C, H_v, W_v) uint8 tensor, "instances": Instances}`` whose instances
-    hold ``gt_boxes`` (N boxes in the view's pixels), ``gt_ids`` ((N,) int64, the proposal's index in
-    the image's list, identical in both views) and ``gt_classes`` ((N,) zeros).
+    Output dict: the input's ``file_name``, ``image_id``, ``height``, ``width``, and ``views``: a
+    list of two dicts, each ``{"image": (C, H_v, W_v) uint8 tensor, "instances": Instances}`` whose
+    instances hold ``gt_boxes`` (N boxes in the view's pixels), ``gt_ids`` ((N,) int64, the
+    proposal's index in the image's list, identical in both views) and ``gt_classes`` ((N,) zeros).
     """
 
     def __init__(

@@ -18,10 +18,10 @@ def unwrap_model(model):
 class MomentumUpdateHook(HookBase):
     """Updates the momentum detector after every optimizer step and logs the momentum.
 
-    ``m = end - (end - base) * (cos(pi * k / K) + 1) / 2`` with ``k`` the iteration just run (0-based)
-    and ``K`` the trainer's ``max_iter``. Before the first iteration of a fresh run (not a resumed
-    one), the momentum detector is made an exact copy of the online one, after the initial weights have
-    been loaded (the reference re-initialises it by accident instead).
+    ``m = end - (end - base) * (cos(pi * k / K) + 1) / 2`` with ``k`` the iteration just run
+    (0-based) and ``K`` the trainer's ``max_iter``. Before the first iteration of a fresh run (not a
+    resumed one), the momentum detector is made an exact copy of the online one, after the initial
+    weights have been loaded (the reference re-initialises it by accident instead).
     """
 
     def __init__(self, base_momentum: float = 0.996, end_momentum: float = 1.0):
@@ -31,7 +31,9 @@ class MomentumUpdateHook(HookBase):
     def _pair(self) -> MomentumPair:
         pair = unwrap_model(self.trainer.model)
         if not isinstance(pair, MomentumPair):
-            raise TypeError(f"MomentumUpdateHook needs a MomentumPair model, got {type(pair).__name__}")
+            raise TypeError(
+                f"MomentumUpdateHook needs a MomentumPair model, got {type(pair).__name__}"
+            )
         return pair
 
     def before_train(self):

@@ -68,8 +68,10 @@ def resolve_device(cfg) -> str:
 
 def _is_pretraining(cfg) -> bool:
     target = cfg.model.get("_target_")
-    return isinstance(target, type) and issubclass(target, MomentumPair) or (
-        isinstance(target, str) and target.endswith("MomentumPair")
+    return (
+        isinstance(target, type)
+        and issubclass(target, MomentumPair)
+        or (isinstance(target, str) and target.endswith("MomentumPair"))
     )
 
 
@@ -181,7 +183,11 @@ def build_trainer(args, cfg):
                 if comm.is_main_process()
                 else None
             ),
-            None if pretraining else hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            (
+                None
+                if pretraining
+                else hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model))
+            ),
             (
                 hooks.PeriodicWriter(
                     default_writers(cfg.train.output_dir, cfg.train.max_iter),
@@ -231,7 +237,8 @@ def main(args) -> Optional[Dict[str, Any]]:
 def run(argv=None) -> None:
     """Parses Detectron2's standard flags and launches :func:`main` on every process."""
     parser = default_argument_parser(
-        epilog="Examples:\n  python train_net.py --config-file configs/pretrain_box_faster_rcnn_cpu.py\n"
+        epilog="Examples:\n"
+        "  python train_net.py --config-file configs/pretrain_box_faster_rcnn_cpu.py\n"
         "  python train_net.py --config-file configs/finetune_faster_rcnn_cpu.py "
         "train.init_checkpoint=output/aligndet_faster_rcnn_cpu.pth\n"
     )

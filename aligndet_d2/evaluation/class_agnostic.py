@@ -1,7 +1,8 @@
 """Class-agnostic COCO box AP: detections and ground truth relabelled to one class.
 
 It measures how well a detector finds objects, whatever their class: the part of detection that
-label-free pre-training can teach, and a less noisy number than 80-class AP on small validation sets.
+label-free pre-training can teach, and a less noisy number than 80-class AP on small validation
+sets.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ AGNOSTIC_KEY = "bbox_agnostic"
 
 
 class ClassAgnosticCOCOEvaluator(COCOEvaluator):
-    """COCO box AP with every class merged into one (top ``max_dets_per_image`` detections per image).
+    """COCO box AP with every class merged into one (top ``max_dets_per_image`` boxes per image).
 
-    Returns ``{"bbox_agnostic": {"AP", "AP50", "AP75", "APs", "APm", "APl", ...}}``. Crowd regions stay
-    crowd regions.
+    Returns ``{"bbox_agnostic": {"AP", "AP50", "AP75", "APs", "APm", "APl", ...}}``. Crowd regions
+    stay crowd regions.
     """
 
     def __init__(

@@ -1,11 +1,17 @@
-"""Models of box-domain pre-training: the momentum pair, the contrastive loss and per-detector heads."""
+"""Box-domain pre-training models: the momentum pair, the contrastive loss, per-detector heads."""
+
 from .backbones import FREEZE_ALL, EfficientNetLite, FrozenResNet
 from .contrastive import BACKGROUND_ID, ProjectionMLP, box_contrastive_loss
+from .dense import AlignDetFCOS, AlignDetRetinaNet, ContrastiveFCOSHead, ContrastiveRetinaNetHead
 from .momentum import MomentumPair, cosine_momentum
 from .rcnn import AlignDetRCNN, ContrastiveOutputLayers, ContrastiveROIHeads
 
 __all__ = [
+    "AlignDetFCOS",
     "AlignDetRCNN",
+    "AlignDetRetinaNet",
+    "ContrastiveFCOSHead",
+    "ContrastiveRetinaNetHead",
     "BACKGROUND_ID",
     "ContrastiveOutputLayers",
     "ContrastiveROIHeads",

@@ -5,7 +5,8 @@ Samples are embeddings with an instance id: ids >= 0 are proposals (unique acros
 negatives only. For each instance id ``i`` present among the online samples:
 
 - queries ``q``: the normalised online embeddings with id ``i`` (gradients flow);
-- keys ``p``: the normalised momentum embeddings with id ``i`` (the other view); when there are none,
+- keys ``p``: the normalised momentum embeddings with id ``i`` (the other view); when there are
+none,
   the queries themselves serve as keys, not detached, as the reference does;
 - negatives ``u``: every other sample of both views (other ids and background), detached.
 
@@ -25,8 +26,8 @@ from torch import nn
 
 __all__ = ["BACKGROUND_ID", "OTHER_DEVICE_ID", "box_contrastive_loss", "ProjectionMLP"]
 
-# Ids are int64 and proposals are numbered from 0, so negative sentinels never collide with an id (the
-# reference uses 256 for the background, which a 257th proposal on one device collides with).
+# Ids are int64 and proposals are numbered from 0, so negative sentinels never collide with an id
+# (the reference uses 256 for the background, which a 257th proposal on one device collides with).
 BACKGROUND_ID = -1
 # Negatives gathered from other processes: never a positive of a local query.
 OTHER_DEVICE_ID = -2
@@ -37,7 +38,7 @@ _CHUNK = 4096
 
 
 class ProjectionMLP(nn.Sequential):
-    """``Linear(in, hidden) -> ReLU -> Linear(hidden, out)``: the projection that replaces a classifier.
+    """``Linear(in, hidden) -> ReLU -> Linear(hidden, out)``: the projection replacing a classifier.
 
     Args:
         in_dim: input features.
@@ -47,8 +48,12 @@ class ProjectionMLP(nn.Sequential):
             classifier init, 0.01); None keeps PyTorch's default init.
     """
 
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int = 256, init_std: Optional[float] = None):
-        super().__init__(nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
+    def __init__(
+        self, in_dim: int, hidden_dim: int, out_dim: int = 256, init_std: Optional[float] = None
+    ):
+        super().__init__(
+            nn.Linear(in_dim, hidden_dim), nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)
+        )
         if init_std is not None:
             for layer in (self[0], self[2]):
                 nn.init.normal_(layer.weight, std=init_std)
@@ -88,8 +93,8 @@ def box_contrastive_loss(
 
     Returns:
         (scalar loss, metrics) where metrics holds ``accuracy``: the fraction of (query, key) rows,
-        keys from the other view only, whose key scores above every negative. The loss is 0 (connected
-        to ``q``) when no online sample has an instance id.
+        keys from the other view only, whose key scores above every negative. The loss is 0
+        (connected to ``q``) when no online sample has an instance id.
     """
     qn = F.normalize(q.float(), dim=1)
     kn = F.normalize(k.float().detach(), dim=1)
@@ -106,31 +111,38 @@ def box_contrastive_loss(
         zero = q.sum() * 0.0
         return zero, {"accuracy": zero.detach()}
 
+    n_q = len(qn)  # the keys start at this column of the pool
     row_sum = Q.new_zeros(len(Q))  # sum over a query's rows
     row_cnt = Q.new_zeros(len(Q))
     correct = Q.new_zeros(())
     n_cross = Q.new_zeros(())
     for s in range(0, len(Q), _CHUNK):
         qc, idc = Q[s : s + _CHUNK], Q_ids[s : s + _CHUNK]
-        # log sum_u exp(q.u / t) over the negatives of each query
-        sim_pool = qc @ pool.T / temperature
-        neg = pool_ids[None, :] != idc[:, None]
-        neg_lse = torch.logsumexp(sim_pool.masked_fill(~neg, float("-inf")), dim=1)
-        # Rows against keys from the other view, or, for ids without one there, against the queries
-        # of the same id (not detached).
-        sim_k = qc @ kn.T / temperature
-        pos_k = k_ids[None, :] == idc[:, None]
-        has_key = pos_k.any(dim=1, keepdim=True)
-        sim = torch.cat([sim_k, qc @ Q.T / temperature], dim=1)
-        pos = torch.cat([pos_k, (Q_ids[None, :] == idc[:, None]) & ~has_key], dim=1)
+        # Similarities to every sample of both views; gradients flow through the query side only.
+        sim = qc @ pool.T / temperature  # (c, M)
+        neg = sim.masked_fill(pool_ids[None, :] == idc[:, None], float("-inf"))
+        neg_lse = torch.logsumexp(neg, dim=1)  # log sum_u exp(q.u / t); -inf without negatives
+        # Rows: each (query, key of the same id from the other view) pair; only those are gathered,
+        # the rest of the matrix is never touched again.
+        pos_k = k_ids[None, :] == idc[:, None]  # (c, Nk)
+        a, b = torch.nonzero(pos_k, as_tuple=True)
+        pair_sim = sim[a, n_q + b]
+        # Ids with no key in the other view: the queries of that id are the keys (not detached).
+        no_key = torch.nonzero(~pos_k.any(dim=1)).squeeze(1)
+        if len(no_key):
+            a2, b2 = torch.nonzero(Q_ids[None, :] == idc[no_key, None], as_tuple=True)
+            a2 = no_key[a2]
+            a = torch.cat([a, a2])
+            pair_sim = torch.cat([pair_sim, (qc[a2] * Q[b2]).sum(dim=1) / temperature])
         # -log(e^s / (e^s + e^n)) = softplus(n - s); no negatives at all gives 0.
-        rows = F.softplus(neg_lse[:, None] - sim).masked_fill(~pos, 0.0)
-        row_sum[s : s + _CHUNK] = rows.sum(dim=1)
-        row_cnt[s : s + _CHUNK] = pos.sum(dim=1)
+        rows = F.softplus(neg_lse[a] - pair_sim)
+        row_sum = row_sum.index_add(0, a + s, rows)
+        row_cnt = row_cnt.index_add(0, a + s, torch.ones_like(rows))
         with torch.no_grad():
-            max_neg = sim_pool.masked_fill(~neg, float("-inf")).max(dim=1).values
-            correct += ((sim_k > max_neg[:, None]) & pos_k).sum()
-            n_cross += pos_k.sum()
+            max_neg = neg.max(dim=1).values
+            n_key = len(b)
+            correct += (pair_sim[:n_key] > max_neg[a[:n_key]]).sum()
+            n_cross += n_key
 
     per_id_sum = Q.new_zeros(len(labels)).index_add(0, inverse, row_sum)
     per_id_cnt = Q.new_zeros(len(labels)).index_add(0, inverse, row_cnt)

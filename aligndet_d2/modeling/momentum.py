@@ -1,9 +1,10 @@
 """The online / momentum detector pair of box-domain pre-training (DESIGN.md 2.3).
 
-The online detector sees view 1 and gets gradients; the momentum detector, an exponential moving average
-of it, sees view 2 under ``no_grad``. The loss is the box-level contrastive loss between their ROI (or
-anchor / point) embeddings plus the online detector's own regression losses; it is not symmetrised.
-:class:`~aligndet_d2.engine.hooks.MomentumUpdateHook` updates the copy after every optimizer step.
+The online detector sees view 1 and gets gradients; the momentum detector, an exponential moving
+average of it, sees view 2 under ``no_grad``. The loss is the box-level contrastive loss between
+their ROI (or anchor / point) embeddings plus the online detector's own regression losses; it is not
+symmetrised. :class:`~aligndet_d2.engine.hooks.MomentumUpdateHook` updates the copy after every
+optimizer step.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ __all__ = ["MomentumPair", "cosine_momentum", "make_ids_unique"]
 
 
 def cosine_momentum(iteration: int, max_iter: int, base: float = 0.996, end: float = 1.0) -> float:
-    """``m = end - (end - base) * (cos(pi * k / K) + 1) / 2``: ``base`` at k = 0, ``end`` at k = K."""
+    """``m = end - (end - base) * (cos(pi k / K) + 1) / 2``: ``base`` at k = 0, ``end`` at k = K."""
     return end - (end - base) * (math.cos(math.pi * iteration / max_iter) + 1) / 2
 
 
 def make_ids_unique(views: List[List[Dict]]) -> None:
-    """Offsets each image's ``gt_ids`` so that ids are unique across the batch, the same in every view.
+    """Offsets each image's ``gt_ids`` so that ids are unique in the batch and equal across views.
 
     Args:
         views: per view, the list of per-image dicts with ``instances.gt_ids`` (modified in place).
@@ -43,11 +44,11 @@ def make_ids_unique(views: List[List[Dict]]) -> None:
 class MomentumPair(nn.Module):
     """Online detector + momentum copy; ``forward`` returns the pre-training losses.
 
-    The detector must implement ``forward_pretrain(batched_inputs, with_losses) -> (losses, emb, ids)``
-    (see :class:`~aligndet_d2.modeling.rcnn.AlignDetRCNN`). The state dict holds both branches
-    (``online.*`` and ``momentum.*``); loading a plain detector checkpoint (keys without either prefix,
-    such as ImageNet backbone weights) loads it into the online branch, and the momentum hook copies
-    the online branch into the momentum one before the first step.
+    The detector must implement ``forward_pretrain(batched_inputs, with_losses) -> (losses, emb,
+    ids)`` (see :class:`~aligndet_d2.modeling.rcnn.AlignDetRCNN`). The state dict holds both
+    branches (``online.*`` and ``momentum.*``); loading a plain detector checkpoint (keys without
+    either prefix, such as ImageNet backbone weights) loads it into the online branch, and the
+    momentum hook copies the online branch into the momentum one before the first step.
     """
 
     def __init__(
@@ -109,7 +110,8 @@ class MomentumPair(nn.Module):
     def forward(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         """
         Args:
-            batched_inputs: outputs of :class:`~aligndet_d2.data.TwoViewMapper`, each with ``views``.
+            batched_inputs: outputs of :class:`~aligndet_d2.data.TwoViewMapper`, each with
+            ``views``.
 
         Returns:
             dict of losses: ``loss_con`` and the online detector's regression losses.

@@ -1,6 +1,7 @@
 """Faster/Mask R-CNN for box-domain pre-training (DESIGN.md 2.4).
 
-- :class:`AlignDetRCNN`: Detectron2's ``GeneralizedRCNN`` with a pre-training forward that returns the
+- :class:`AlignDetRCNN`: Detectron2's ``GeneralizedRCNN`` with a pre-training forward that returns
+the
   regression losses, the ROI embeddings and their instance ids.
 - :class:`ContrastiveROIHeads`: ROI candidates are the RPN proposals plus the pseudo-GT boxes; only
   those with IoU >= 0.5 to a pseudo-GT box are kept (foreground only, no negatives), at most
@@ -31,7 +32,7 @@ __all__ = ["AlignDetRCNN", "ContrastiveROIHeads", "ContrastiveOutputLayers"]
 
 
 class ContrastiveOutputLayers(FastRCNNOutputLayers):
-    """Box predictor of pre-training: ``projector`` (MLP to an embedding) and class-agnostic ``bbox_pred``.
+    """Pre-training box predictor: ``projector`` (MLP to an embedding) and agnostic ``bbox_pred``.
 
     The reference indexes a class-specific regressor by instance id, which is meaningless; here the
     regressor is class-agnostic, with Detectron2's L1 loss on deltas (``smooth_l1_beta=0``).
@@ -52,9 +53,10 @@ class ContrastiveOutputLayers(FastRCNNOutputLayers):
             input_shape: output shape of the box head.
             box2box_transform: delta encoding of the regressor (weights (10, 10, 5, 5) in R-CNN).
             embed_dim: size of the contrastive embedding.
-            hidden_dim: hidden size of the projection (default: the input size, 1024 -> 1024 -> 256).
-            projector_init_std: N(0, std) init of the projection (the reference: 0.01); None keeps
-                PyTorch's default init.
+            hidden_dim: hidden size of the projection (default: the input size, 1024 -> 1024 ->
+                256).
+            projector_init_std: N(0, std) init of the projection (the reference: 0.01); None
+                keeps PyTorch's default init.
             smooth_l1_beta: 0 gives the L1 loss.
         """
         super().__init__(
@@ -80,7 +82,7 @@ class ContrastiveOutputLayers(FastRCNNOutputLayers):
         return self.projector(x), self.bbox_pred(x)
 
     def losses(self, predictions, proposals: List[Instances]) -> Dict[str, torch.Tensor]:
-        """L1 box regression loss over the sampled (all foreground) ROIs, normalised by their number."""
+        """L1 box regression loss over the sampled (all foreground) ROIs, averaged over them."""
         _, deltas = predictions
         if not proposals:
             return {"loss_box_reg": deltas.sum() * 0.0}
@@ -100,14 +102,15 @@ class ContrastiveOutputLayers(FastRCNNOutputLayers):
 class ContrastiveROIHeads(StandardROIHeads):
     """ROI heads of pre-training: foreground ROIs labelled with instance ids, embeddings out.
 
-    Takes :class:`StandardROIHeads`' arguments (``batch_size_per_image`` is the cap on ROIs per image;
-    ``positive_fraction`` is unused: every ROI is foreground) plus ``always_keep_gt``.
+    Takes :class:`StandardROIHeads`' arguments (``batch_size_per_image`` is the cap on ROIs per
+    image; ``positive_fraction`` is unused: every ROI is foreground) plus ``always_keep_gt``.
     """
 
     def __init__(self, *, always_keep_gt: bool = False, **kwargs):
         """
         Args:
-            always_keep_gt: when an image has more foreground ROIs than the cap, keep every pseudo-GT
+            always_keep_gt: when an image has more foreground ROIs than the cap, keep every
+            pseudo-GT
                 box first so that each id has a key in the other view (CPU configs, with few ROIs);
                 otherwise sample uniformly among all foreground ROIs, as the reference does.
             kwargs: arguments of :class:`StandardROIHeads`.
@@ -149,7 +152,9 @@ class ContrastiveROIHeads(StandardROIHeads):
             out.append(roi)
             num_fg.append(len(roi))
         try:
-            get_event_storage().put_scalar("roi_head/num_fg_samples", sum(num_fg) / max(len(num_fg), 1))
+            get_event_storage().put_scalar(
+                "roi_head/num_fg_samples", sum(num_fg) / max(len(num_fg), 1)
+            )
         except AssertionError:  # called outside a trainer (tests)
             pass
         return out
@@ -195,8 +200,8 @@ class ContrastiveROIHeads(StandardROIHeads):
 class AlignDetRCNN(GeneralizedRCNN):
     """``GeneralizedRCNN`` with the pre-training forward used by :class:`~.momentum.MomentumPair`.
 
-    Its state dict is that of a Detectron2 Faster R-CNN plus ``roi_heads.box_predictor.projector.*``,
-    so the export only has to drop the projector.
+    Its state dict is that of a Detectron2 Faster R-CNN plus
+    ``roi_heads.box_predictor.projector.*``, so the export only has to drop the projector.
     """
 
     def forward_pretrain(
@@ -216,14 +221,17 @@ class AlignDetRCNN(GeneralizedRCNN):
         targets = [x["instances"].to(self.device) for x in batched_inputs]
         features = self.backbone(images.tensor)
         proposals, rpn_losses = self.proposal_generator(images, features, targets)
-        roi_losses, emb, ids = self.roi_heads.forward_pretrain(features, proposals, targets, with_losses)
+        roi_losses, emb, ids = self.roi_heads.forward_pretrain(
+            features, proposals, targets, with_losses
+        )
         losses = {**rpn_losses, **roi_losses} if with_losses else {}
         return losses, emb, ids
 
     def forward(self, batched_inputs: List[Dict]):
         if self.training:
             raise RuntimeError(
-                "AlignDetRCNN trains inside MomentumPair (its forward_pretrain); to train a detector "
+                "AlignDetRCNN trains inside MomentumPair (its forward_pretrain); to train a "
+                "detector "
                 "with labels, export the checkpoint and use a fine-tune config"
             )
         return super().forward(batched_inputs)

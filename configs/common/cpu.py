@@ -10,7 +10,7 @@ from detectron2.config import LazyCall as L
 from detectron2.data import transforms as T
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone import FPN
-from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 
 from aligndet_d2.data import register_coco
 from aligndet_d2.modeling import FREEZE_ALL, EfficientNetLite  # noqa: F401 (FREEZE_ALL re-exported)
@@ -63,6 +63,31 @@ def lite_mask_rcnn(model):
     roi.mask_head.update(
         input_shape=ShapeSpec(channels=FPN_CHANNELS, width=14, height=14),
         conv_dims=[FPN_CHANNELS] * 3,
+    )
+    return model
+
+
+dense_backbone = L(FPN)(
+    bottom_up=L(EfficientNetLite)(out_features=["res3", "res4", "res5"], freeze_at=FREEZE_ALL),
+    in_features=["res3", "res4", "res5"],
+    out_channels=FPN_CHANNELS,
+    norm="GN",
+    # P6 and P7 from P5, as FCOS does (RetinaNet computes them from C5 in the paper setting).
+    top_block=L(LastLevelP6P7)(
+        in_channels=FPN_CHANNELS, out_channels=FPN_CHANNELS, in_feature="p5"
+    ),
+)
+
+
+def lite_dense(model):
+    """Turns a RetinaNet or FCOS model config (pre-training or fine-tune) into the CPU-sized one:
+    Lite0 + 128-channel FPN (P3-P7), a head of two 128-channel GN convs per tower."""
+    model.backbone = dense_backbone
+    model.update(pixel_mean=[127.0] * 3, pixel_std=[128.0] * 3)
+    if "input_format" in model:
+        model.input_format = "RGB"
+    model.head.update(
+        input_shape=[ShapeSpec(channels=FPN_CHANNELS)] * 5, conv_dims=[FPN_CHANNELS] * 2, norm="GN"
     )
     return model
 

@@ -1,5 +1,5 @@
-# Data loaders shared by the configs: COCO 2017 for fine-tuning and evaluation (Detectron2's model zoo
-# loader, both evaluators), proposals + two views for pre-training.
+# Data loaders shared by the configs: COCO 2017 for fine-tuning and evaluation (Detectron2's model
+# zoo loader, both evaluators), proposals + two views for pre-training.
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.data import build_detection_train_loader

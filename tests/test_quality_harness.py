@@ -1,0 +1,65 @@
+"""The quality benchmark harness on a tiny budget produces a well-formed report, and resumes."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import COCO64, REPO, write_subset_json
+
+
+@pytest.mark.timeout(900)
+def test_tiny_quality_run(tmp_path):
+    data = tmp_path / "tiny"
+    (data / "annotations").mkdir(parents=True)
+    (data / "images").mkdir()
+    for split in ("train", "val"):
+        d = write_subset_json(
+            str(COCO64 / "annotations" / f"{split}.json"), data / "annotations" / f"{split}.json", 2
+        )
+        for im in d["images"]:
+            shutil.copy(COCO64 / "images" / im["file_name"], data / "images")
+    out = tmp_path / "report"
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "quality.py"),
+        "--data",
+        str(data),
+        "--seeds",
+        "0",
+        "--budgets",
+        "0.5",
+        "1",
+        "--pretrain-iters",
+        "2",
+        "--finetune-iters",
+        "2",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        "--finetune-opts",
+        "model.roi_heads.box_predictor.test_score_thresh=0.0",
+    ]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    report = json.loads(out.with_name("report.json").read_text())
+    rows = {(s["arm"], s["iters"]) for s in report["summary"]}
+    assert rows == {("aligndet", 1), ("aligndet", 2), ("scratch", 1), ("scratch", 2)}
+    for s in report["summary"]:
+        for key in ("bbox_agnostic/AP", "bbox/AP", "bbox/AP-person"):
+            m = s[key]
+            assert m["min"] <= m["mean"] <= m["max"] or m["mean"] != m["mean"]  # NaN: no person
+    md = out.with_name("report.md").read_text()
+    assert "| faster_rcnn | main | 1 | aligndet |" in md and "Wall time" in md
+    assert out.with_name("report.png").stat().st_size > 1000
+    # A second run finds every result and trains nothing.
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    assert again.returncode == 0
+    assert (
+        "faster_rcnn: fine-tune" not in again.stdout
+        and "faster_rcnn: pre-training" not in again.stdout
+    )
