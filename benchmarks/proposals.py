@@ -24,7 +24,6 @@ import numpy as np
 
 from aligndet_d2.data.proposals import (
     ProposalFilter,
-    ProposalSettings,
     generate_proposals,
     list_images,
     selective_search,

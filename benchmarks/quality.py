@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -91,6 +90,16 @@ def _train_net(args: List[str], out_dir: Path) -> float:
     return time.time() - t
 
 
+def _parse_full_seeds(items: List[str]) -> Dict[str, int]:
+    out = {}
+    for item in items:
+        det, _, n = item.partition("=")
+        if det not in DETECTORS or not n.isdigit() or int(n) < 1:
+            raise SystemExit(f"--full-seeds: expected DETECTOR=N with N >= 1, got {item!r}")
+        out[det] = int(n)
+    return out
+
+
 class Harness:
     def __init__(self, args):
         self.args = args
@@ -100,6 +109,8 @@ class Harness:
         self.train_json = str(self.data / "annotations" / "train.json")
         self.val_json = str(self.data / "annotations" / "val.json")
         self.manifest_path = self.work / "runs.json"
+        self.full_seeds = _parse_full_seeds(args.full_seeds)
+        self.ablation_detectors = args.ablation_detectors or args.detectors
         self.manifest = (
             json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
         )
@@ -219,11 +230,15 @@ class Harness:
         budgets = sorted(self.args.budgets)
         for det in self.args.detectors:
             for variant in self.args.variants:
+                if variant != "main" and det not in self.ablation_detectors:
+                    continue
                 v = VARIANTS[variant]
                 vb = budgets[:1] if v.get("budgets") == "short" else budgets
                 arms = ["aligndet", "scratch"]
-                for seed in self.args.seeds:
-                    for budget in vb:
+                full = self.full_seeds.get(det, len(self.args.seeds))
+                for i, seed in enumerate(self.args.seeds):
+                    # Seeds past the first `full` run the shortest budget only, where the target is.
+                    for budget in vb if i < full else vb[:1]:
                         for arm in arms:
                             r = self.finetune(det, variant, seed, budget, arm)
                             rows.append(
@@ -301,20 +316,21 @@ def markdown(report: Dict) -> str:
         "mean (min-max over seeds). Class-agnostic AP: all classes merged into one, top 100 "
         "detections per image.",
         "",
-        "| detector | variant | fine-tune iters | arm | class-agnostic AP | class-agnostic AP50 | "
-        "AP person | AP | AP50 | AP75 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| detector | variant | fine-tune iters | arm | seeds | class-agnostic AP | "
+        "class-agnostic AP50 | AP person | AP | AP50 | AP75 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["summary"]:
         lines.append(
-            f"| {s['detector']} | {s['variant']} | {s['iters']} | {s['arm']} | "
+            f"| {s['detector']} | {s['variant']} | {s['iters']} | {s['arm']} | {len(s['seeds'])} | "
             f"{_fmt(s['bbox_agnostic/AP'])} | {_fmt(s['bbox_agnostic/AP50'])} | "
             f"{_fmt(s['bbox/AP-person'])} | {_fmt(s['bbox/AP'])} | {_fmt(s['bbox/AP50'])} | "
             f"{_fmt(s['bbox/AP75'])} |"
         )
     lines += [
         "",
-        "Wall time of each row (pre-training, fine-tunes and evaluations, all seeds):",
+        "Wall time of each detector (pre-training, fine-tunes and evaluations of every seed and "
+        "variant run so far; proposals once for all):",
         "",
     ]
     for k, v in report["seconds"].items():
@@ -389,6 +405,20 @@ def main(argv=None):
         type=float,
         default=[0.25, 0.5, 1.0],
         help="fractions of the full fine-tune schedule",
+    )
+    p.add_argument(
+        "--ablation-detectors",
+        nargs="*",
+        default=None,
+        choices=list(DETECTORS),
+        help="detectors that run the variants other than main (default: all of --detectors)",
+    )
+    p.add_argument(
+        "--full-seeds",
+        nargs="*",
+        default=[],
+        metavar="DETECTOR=N",
+        help="run every budget for the first N seeds of DETECTOR only, the shortest for the rest",
     )
     p.add_argument("--pretrain-iters", type=int, default=384)
     p.add_argument("--finetune-iters", type=int, default=384, help="the full schedule (budget 1)")

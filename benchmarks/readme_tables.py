@@ -25,11 +25,11 @@ def quality_table(r) -> str:
     lines = [
         f"AP on the coco256 val images after fine-tuning on its 128 train images "
         f"([`benchmarks/results/quality.md`](benchmarks/results/quality.md), `{r['command']}`; "
-        f"{r['machine'].split(';')[0]}). Mean (min-max) over seeds {r['args']['seeds']}; each seed "
-        "has its own pre-training and fine-tunes.",
+        f"{r['machine'].split(';')[0]}). Mean (min-max) over the seeds run (column `seeds`); each "
+        "seed has its own pre-training and fine-tunes.",
         "",
-        "| detector | fine-tune iters | neck and heads | class-agnostic AP | AP person | AP |",
-        "|---|---|---|---|---|---|",
+        "| detector | fine-tune iters | neck and heads | seeds | class-agnostic AP | AP person | AP |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in r["summary"]:
         if s["variant"] != "main":
@@ -39,10 +39,14 @@ def quality_table(r) -> str:
         for key in ("bbox_agnostic/AP", "bbox/AP-person", "bbox/AP"):
             m = s[key]
             cells.append(
-                f"{m['mean']:.1f}"
-                + (f" ({m['min']:.1f}-{m['max']:.1f})" if m["min"] != m["max"] else "")
+                f"{m['mean']:.2f}"
+                + (f" ({m['min']:.2f}-{m['max']:.2f})" if m["min"] != m["max"] else "")
             )
-        lines.append(f"| {s['detector']} | {s['iters']} | {arm} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {s['detector']} | {s['iters']} | {arm} | {len(s['seeds'])} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -52,8 +56,7 @@ def speed_table(r) -> str:
         f"(benchmarks/results/speed.md), `{r['command']}`; {r['machine'].split(';')[0]}; batch 2):",
         "",
         "| detector | pre-training s/step | supervised, same frozen backbone | ratio | "
-        "CPU fine-tune "
-        "s/step | peak memory ratio |",
+        "CPU fine-tune s/step | peak memory ratio |",
         "|---|---|---|---|---|---|",
     ]
     for det, a in r["detectors"].items():

@@ -46,18 +46,11 @@ TARGET_TIME_RATIO = 1.6
 TARGET_MEMORY_RATIO = 1.2
 
 
-def _rss_mb() -> float:
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS: resident now, VmHWM: peak resident) in MB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _peak_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -162,7 +155,7 @@ def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
 
     with EventStorage():
         # Memory above what the process held after building the model (and loading the batches).
-        base = _rss_mb()
+        base = _status_mb("VmRSS")
         _reset_peak()
         for i in range(warmup):
             step(i)
@@ -172,7 +165,7 @@ def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
             t = time.perf_counter()
             step(i)
             times.append(time.perf_counter() - t)
-        peak = _peak_mb() - base
+        peak = _status_mb("VmHWM") - base
     total = sum(times)
     result = {
         "s_per_step": statistics.median(times),
@@ -271,8 +264,7 @@ def markdown(r) -> str:
         "and loading the batches, one process per arm.",
         "",
         "| detector | pre-training s/step | supervised, frozen backbone s/step | ratio | "
-        "CPU fine-tune "
-        "s/step | pre-train / fine-tune | peak MB pre-train | peak MB supervised | memory ratio "
+        "CPU fine-tune s/step | pre-train / fine-tune | peak MB pre-train | peak MB supervised | memory ratio "
         "| loader images/s | pre-training consumes images/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]

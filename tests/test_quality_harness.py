@@ -29,6 +29,9 @@ def test_tiny_quality_run(tmp_path):
         str(data),
         "--seeds",
         "0",
+        "1",
+        "--full-seeds",
+        "faster_rcnn=1",
         "--budgets",
         "0.5",
         "1",
@@ -47,14 +50,20 @@ def test_tiny_quality_run(tmp_path):
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
     report = json.loads(out.with_name("report.json").read_text())
-    rows = {(s["arm"], s["iters"]) for s in report["summary"]}
-    assert rows == {("aligndet", 1), ("aligndet", 2), ("scratch", 1), ("scratch", 2)}
+    # Seed 1 runs the shortest budget only (--full-seeds faster_rcnn=1).
+    rows = {(s["arm"], s["iters"]): s["seeds"] for s in report["summary"]}
+    assert rows == {
+        ("aligndet", 1): [0, 1],
+        ("aligndet", 2): [0],
+        ("scratch", 1): [0, 1],
+        ("scratch", 2): [0],
+    }
     for s in report["summary"]:
         for key in ("bbox_agnostic/AP", "bbox/AP", "bbox/AP-person"):
             m = s[key]
             assert m["min"] <= m["mean"] <= m["max"] or m["mean"] != m["mean"]  # NaN: no person
     md = out.with_name("report.md").read_text()
-    assert "| faster_rcnn | main | 1 | aligndet |" in md and "Wall time" in md
+    assert "| faster_rcnn | main | 1 | aligndet | 2 |" in md and "Wall time" in md
     assert out.with_name("report.png").stat().st_size > 1000
     # A second run finds every result and trains nothing.
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)

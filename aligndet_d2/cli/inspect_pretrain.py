@@ -15,13 +15,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 
 __all__ = ["main", "predict_boxes"]
 
@@ -70,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from ..data.datasets import load_proposals_json
     from ..modeling.rcnn import AlignDetRCNN
-    from ..utils.visualize import draw_boxes, id_colors
+    from ..utils.visualize import draw_boxes, id_colors, save_picture
 
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     pair = instantiate(cfg.model)
@@ -82,7 +80,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     fmt = cfg.dataloader.train.mapper.image_format
     short = max(cfg.dataloader.train.mapper.short_edge_lengths)
     resize = T.ResizeShortestEdge(short, cfg.dataloader.train.mapper.max_size)
-    os.makedirs(args.output_dir, exist_ok=True)
     for d in load_proposals_json(args.proposals, args.image_root)[: args.num_images]:
         rgb = read_image(d["file_name"], format="RGB")
         tf = resize.get_transform(rgb)
@@ -101,9 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         colors = [id_colors([b])[0] if h else (0.6, 0.6, 0.6) for b, h in zip(best, hit)]
         right = draw_boxes(img, pred, labels=labels, colors=colors)
         canvas = np.concatenate([left, np.full((left.shape[0], 8, 3), 255, np.uint8), right], 1)
-        stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
-        out = os.path.join(args.output_dir, f"{stem}_pretrained.png")
-        Image.fromarray(canvas).save(out)
+        out = save_picture(canvas, args.output_dir, d["file_name"], "pretrained")
         print(f"wrote {out}: {int(hit.sum())} of {len(pred)} boxes match a proposal (IoU >= 0.5)")
     return 0
 

@@ -160,9 +160,8 @@ def _check(args) -> int:
 
 def _draw(args) -> int:
     from detectron2.data.detection_utils import read_image
-    from PIL import Image
 
-    from ..utils.visualize import draw_boxes
+    from ..utils.visualize import draw_boxes, save_picture
 
     with open(args.proposals) as f:
         data = json.load(f)
@@ -178,15 +177,11 @@ def _draw(args) -> int:
     by_image = {}
     for a in data["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
-    os.makedirs(args.output_dir, exist_ok=True)
     for im in images:
         anns = sorted(by_image.get(im["id"], []), key=lambda a: a.get("rank", 0))[: args.max_boxes]
         boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in anns)]
         img = read_image(os.path.join(args.image_root, im["file_name"]), format="RGB")
-        pic = draw_boxes(img, boxes)
-        stem = os.path.splitext(os.path.basename(im["file_name"]))[0]
-        out = os.path.join(args.output_dir, f"{stem}_proposals.png")
-        Image.fromarray(pic).save(out)
+        out = save_picture(draw_boxes(img, boxes), args.output_dir, im["file_name"], "proposals")
         print(f"wrote {out} ({len(boxes)} of {len(by_image.get(im['id'], []))} boxes)")
     return 0
 

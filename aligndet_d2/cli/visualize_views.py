@@ -9,17 +9,15 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import List, Optional
 
 import numpy as np
-from PIL import Image
 
 from ..data.datasets import load_proposals_json
 from ..data.proposals import ProposalsError
 from ..data.two_view_mapper import TwoViewMapper
-from ..utils.visualize import draw_two_views
+from ..utils.visualize import draw_two_views, save_picture
 
 __all__ = ["main"]
 
@@ -57,13 +55,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         max_proposals=args.max_proposals,
     )
     np.random.seed(args.seed)
-    os.makedirs(args.output_dir, exist_ok=True)
     for d in dicts[: args.num_images]:
         pic = draw_two_views(mapper(d), mapper.image_format)
-        stem = os.path.splitext(os.path.basename(d["file_name"]))[0]
-        out = os.path.join(args.output_dir, f"{stem}_views.png")
-        Image.fromarray(pic).save(out)
-        print(f"wrote {out}")
+        print(f"wrote {save_picture(pic, args.output_dir, d['file_name'], 'views')}")
     return 0
 
 

@@ -21,7 +21,6 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple

@@ -134,6 +134,8 @@ class TwoViewMapper:
             T.ResizeShortestEdge(list(short_edge_lengths), max_size, sample_style="choice")
         ]
         if flip_prob > 0:
+            # The flip mirrors the unpadded view (the model pads later, in ImageList): the reference
+            # flips the padded image and then shifts the boxes back, which this avoids.
             augs.append(T.RandomFlip(prob=flip_prob, horizontal=True, vertical=False))
         if photometric_ops:
             augs.append(RandomPhotometric(photometric_ops, magnitude_range))

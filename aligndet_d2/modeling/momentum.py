@@ -104,6 +104,8 @@ class MomentumPair(nn.Module):
         if pairs:
             ks, qs = zip(*pairs)
             torch._foreach_lerp_(list(ks), list(qs), 1.0 - m)
+        # The reference leaves buffers as loaded; copying them keeps the copy's norm statistics equal
+        # to the online ones (the same thing here, every norm layer being frozen or GroupNorm).
         for bq, bk in zip(self.online.buffers(), self.momentum.buffers()):
             bk.copy_(bq)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
-__all__ = ["id_colors", "draw_boxes", "draw_two_views"]
+__all__ = ["id_colors", "draw_boxes", "draw_two_views", "save_picture"]
 
 _PALETTE = colormap(rgb=True, maximum=1)
 
@@ -71,3 +72,18 @@ def draw_two_views(mapped: Dict, image_format: str = "BGR", gap: int = 8) -> np.
     canvas[: pictures[0].shape[0], : pictures[0].shape[1]] = pictures[0]
     canvas[: pictures[1].shape[0], pictures[0].shape[1] + gap :] = pictures[1]
     return canvas
+
+
+def save_picture(picture: np.ndarray, output_dir: str, image_file: str, suffix: str) -> str:
+    """Saves an (H, W, 3) uint8 RGB picture as ``<output_dir>/<image stem>_<suffix>.png``.
+
+    Returns:
+        the path written.
+    """
+    from PIL import Image
+
+    os.makedirs(output_dir, exist_ok=True)
+    stem = os.path.splitext(os.path.basename(image_file))[0]
+    out = os.path.join(output_dir, f"{stem}_{suffix}.png")
+    Image.fromarray(picture).save(out)
+    return out

@@ -8,7 +8,7 @@ each stride. Inputs are RGB normalised as ``(x - 127) / 128`` (set ``pixel_mean=
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Dict, Sequence
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
