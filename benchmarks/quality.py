@@ -12,6 +12,9 @@ training run resumes from its last checkpoint. Writes <out>.md, <out>.json and <
 
     python benchmarks/quality.py --data ../shared/data/coco256
     python benchmarks/quality.py --data ../shared/data/coco256 --variants keep_reg fast_proposals
+
+Choices of the set-up are made with ``--holdout N``: the last N train images are held out and
+evaluated on, the others pre-trained and fine-tuned on, and the val images are not touched.
 """
 
 from __future__ import annotations
@@ -100,6 +103,20 @@ def _parse_full_seeds(items: List[str]) -> Dict[str, int]:
     return out
 
 
+def _parse_detector_variants(items: List[str]) -> Dict[str, List[str]]:
+    out = {}
+    for item in items:
+        det, _, names = item.partition("=")
+        variants = names.split(",")
+        if det not in DETECTORS or not names or any(v not in VARIANTS for v in variants):
+            raise SystemExit(
+                f"--detector-variants: expected DETECTOR=VARIANT[,VARIANT...] with variants from "
+                f"{list(VARIANTS)}, got {item!r}"
+            )
+        out[det] = variants
+    return out
+
+
 class Harness:
     def __init__(self, args):
         self.args = args
@@ -108,12 +125,36 @@ class Harness:
         self.images = str(self.data / "images")
         self.train_json = str(self.data / "annotations" / "train.json")
         self.val_json = str(self.data / "annotations" / "val.json")
+        self.name = self.data.name
+        if args.holdout:
+            self._hold_out(args.holdout)
         self.manifest_path = self.work / "runs.json"
         self.full_seeds = _parse_full_seeds(args.full_seeds)
-        self.ablation_detectors = args.ablation_detectors or args.detectors
+        self.variants = _parse_detector_variants(args.detector_variants)
         self.manifest = (
             json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
         )
+
+    def _hold_out(self, n: int) -> None:
+        """Splits the train images (in file order) into a train part and the last ``n`` for
+        evaluation; everything of this mode lives under <work-dir>/holdout<n>."""
+        data = json.loads(Path(self.train_json).read_text())
+        images = data["images"]
+        if not 0 < n < len(images):
+            raise SystemExit(f"--holdout {n}: {self.train_json} has {len(images)} images")
+        self.work = self.work / f"holdout{n}"
+        self.name = f"{self.name}_holdout{n}"
+        for split, part in (("train", images[:-n]), ("val", images[-n:])):
+            ids = {im["id"] for im in part}
+            sub = dict(
+                data,
+                images=part,
+                annotations=[a for a in data["annotations"] if a["image_id"] in ids],
+            )
+            path = self.work / "data" / f"{split}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(sub))
+            setattr(self, f"{split}_json", str(path))
 
     def _record(self, key: str, seconds: float) -> None:
         self.manifest[key] = {"seconds": seconds}
@@ -139,7 +180,7 @@ class Harness:
         return str(out)
 
     def _datasets(self) -> List[str]:
-        name = self.data.name
+        name = self.name
         return [
             f"dataloader.train.dataset.names.name={name}_train",
             f"dataloader.train.dataset.names.json_file={self.train_json}",
@@ -190,18 +231,18 @@ class Harness:
         extra = list(v.get("finetune", [])) + list(self.args.finetune_opts)
         if v.get("keep_reg"):
             extra += DETECTORS[det]["keep_reg"]
-        if arm == "aligndet":
-            init = str(
-                self.export(det, self.pretrain(det, variant, seed), v.get("keep_reg", False))
-            )
-        else:
-            init = ""
         # Both arms of a variant share one fine-tune config; scratch runs are shared by variants
         # whose fine-tune config is the same.
         ft_key = "ft" + "".join(f"_{x}" for x in extra).replace("=", "-").replace("model.", "")
         name = arm if arm == "scratch" else f"{arm}_{variant}"
         run = self.work / det / ft_key / f"{name}_b{budget:g}_seed{seed}"
         if not (run / "eval_results.json").exists():
+            if self.args.report_only:
+                return {}
+            init = ""
+            if arm == "aligndet":
+                pretrained = self.pretrain(det, variant, seed)
+                init = str(self.export(det, pretrained, v.get("keep_reg", False)))
             _log(f"{det}: fine-tune {name} (budget {budget:g} = {iters} iterations, seed {seed})")
             secs = _train_net(
                 [
@@ -229,9 +270,7 @@ class Harness:
         rows = []
         budgets = sorted(self.args.budgets)
         for det in self.args.detectors:
-            for variant in self.args.variants:
-                if variant != "main" and det not in self.ablation_detectors:
-                    continue
+            for variant in self.variants.get(det, self.args.variants):
                 v = VARIANTS[variant]
                 vb = budgets[:1] if v.get("budgets") == "short" else budgets
                 arms = ["aligndet", "scratch"]
@@ -241,6 +280,8 @@ class Harness:
                     for budget in vb if i < full else vb[:1]:
                         for arm in arms:
                             r = self.finetune(det, variant, seed, budget, arm)
+                            if not r:  # --report-only and not run yet
+                                continue
                             rows.append(
                                 {
                                     "detector": det,
@@ -306,9 +347,13 @@ def markdown(report: Dict) -> str:
         f"Command: `{report['command']}`",
         "",
         f"Data: {a['data']} (pre-training on the train images' selective-search proposals, no "
-        "labels; "
-        "fine-tuning on the train labels; evaluation on the val images with Detectron2's COCO "
-        "evaluator). Pre-training: "
+        "labels; fine-tuning on the train labels; evaluation on "
+        + (
+            f"the last {a['holdout']} train images, held out from both, with"
+            if a.get("holdout")
+            else "the val images with"
+        )
+        + " Detectron2's COCO evaluator). Pre-training: "
         f"{a['pretrain_iters']} iterations; full fine-tune schedule: {a['finetune_iters']} "
         "iterations "
         f"(batch 2). Seeds: {a['seeds']}; each seed has its own pre-training and fine-tunes. "
@@ -407,11 +452,11 @@ def main(argv=None):
         help="fractions of the full fine-tune schedule",
     )
     p.add_argument(
-        "--ablation-detectors",
+        "--detector-variants",
         nargs="*",
-        default=None,
-        choices=list(DETECTORS),
-        help="detectors that run the variants other than main (default: all of --detectors)",
+        default=[],
+        metavar="DETECTOR=VARIANT[,VARIANT...]",
+        help="the variants of DETECTOR, instead of --variants",
     )
     p.add_argument(
         "--full-seeds",
@@ -427,6 +472,19 @@ def main(argv=None):
         "--finetune-opts", nargs="*", default=[], help="key=value for both fine-tune arms"
     )
     p.add_argument("--checkpoint-period", type=int, default=100, help="for resuming long runs")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: report the runs of this grid that have finished",
+    )
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="tuning mode: evaluate on the last N train images, train on the others; the val "
+        "images are not used",
+    )
     p.add_argument("--workers", type=int, default=2, help="proposal processes")
     p.add_argument("--work-dir", default="output/bench_quality")
     p.add_argument("--out", default=str(RESULTS / "quality"), help="report path without suffix")

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from conftest import CONFIGS, write_subset_json
 from PIL import Image
@@ -31,41 +32,13 @@ def _proposals(coco64, tmp_path):
 def test_proposal_and_view_pictures(coco64, tmp_path):
     props, im = _proposals(coco64, tmp_path)
     stem = im["file_name"].rsplit(".", 1)[0]
-    assert (
-        proposals_main(
-            [
-                "draw",
-                "--proposals",
-                str(props),
-                "--image-root",
-                coco64["images"],
-                "--output-dir",
-                str(tmp_path / "pics"),
-                "--max-boxes",
-                "5",
-            ]
-        )
-        == 0
-    )
+    # proposals, images and output folder: the same for both commands
+    io = ["--proposals", str(props), "--image-root", coco64["images"]]
+    io += ["--output-dir", str(tmp_path / "pics")]
+    assert proposals_main(["draw", *io, "--max-boxes", "5"]) == 0
     pic = Image.open(tmp_path / "pics" / f"{stem}_proposals.png")
     assert pic.size == (im["width"], im["height"])
-    assert (
-        views_main(
-            [
-                "--proposals",
-                str(props),
-                "--image-root",
-                coco64["images"],
-                "--output-dir",
-                str(tmp_path / "pics"),
-                "--short-edge",
-                "200",
-                "--max-size",
-                "400",
-            ]
-        )
-        == 0
-    )
+    assert views_main([*io, "--short-edge", "200", "--max-size", "400"]) == 0
     from detectron2.data.transforms import ResizeShortestEdge
 
     vh, vw = ResizeShortestEdge.get_output_shape(im["height"], im["width"], 200, 400)
@@ -73,11 +46,12 @@ def test_proposal_and_view_pictures(coco64, tmp_path):
     assert Image.open(tmp_path / "pics" / f"{stem}_views.png").size == (2 * vw + 8, vh)
 
 
-def test_inspect_pretrain_picture(coco64, tmp_path, capsys):
+@pytest.mark.parametrize("det", ["faster_rcnn", "retinanet", "fcos"])
+def test_inspect_pretrain_picture(det, coco64, tmp_path, capsys):
     from detectron2.config import LazyConfig, instantiate
 
     props, im = _proposals(coco64, tmp_path)
-    cfg = str(CONFIGS / "pretrain_box_faster_rcnn_cpu.py")
+    cfg = str(CONFIGS / f"pretrain_box_{det}_cpu.py")
     pair = instantiate(LazyConfig.load(cfg).model)
     torch.save({"model": pair.state_dict()}, tmp_path / "pre.pth")
     assert (

@@ -210,3 +210,23 @@ def test_pretraining_steps_have_finite_losses(det):
             opt.step()
             pair.update_momentum(0.996)
     assert totals[-1] < totals[0]
+
+
+def test_inspect_box_of_a_proposal_is_regressed_from_its_nearest_anchor():
+    from aligndet_d2.cli.inspect_pretrain import predict_dense_boxes
+
+    model = instantiate(_cfg("retinanet").model).online.eval()
+    with torch.no_grad():  # zero deltas: each box is its anchor
+        model.head.bbox_pred.weight.zero_()
+        model.head.bbox_pred.bias.zero_()
+        image = torch.zeros(3, 128, 128, dtype=torch.uint8)
+        feats = model.backbone(model.preprocess_image([{"image": image}]).tensor)
+        anchors = model.anchor_generator([feats[f] for f in model.head_in_features])
+    # The first anchor (smallest size) at cell (5, 5) of stride 8: its own box comes back.
+    anchor = anchors[0].tensor[model.head.num_anchors * (5 * 16 + 5)].numpy()
+    np.testing.assert_allclose(
+        predict_dense_boxes(model, image, anchor[None])[0], anchor, atol=1e-4
+    )
+    # A box between FCOS points has no point assigned: no box.
+    fcos = instantiate(_cfg("fcos").model).online.eval()
+    assert np.isnan(predict_dense_boxes(fcos, image, np.array([[9, 9, 11, 11.0]]))).all()

@@ -10,6 +10,11 @@ import pytest
 from conftest import COCO64, REPO, write_subset_json
 
 
+def _trained(stdout: str) -> bool:
+    """Whether the harness's log says it trained something."""
+    return "faster_rcnn: fine-tune" in stdout or "faster_rcnn: pre-training" in stdout
+
+
 @pytest.mark.timeout(900)
 def test_tiny_quality_run(tmp_path):
     data = tmp_path / "tiny"
@@ -68,7 +73,27 @@ def test_tiny_quality_run(tmp_path):
     # A second run finds every result and trains nothing.
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     assert again.returncode == 0
-    assert (
-        "faster_rcnn: fine-tune" not in again.stdout
-        and "faster_rcnn: pre-training" not in again.stdout
+    assert not _trained(again.stdout)
+
+    # --report-only trains nothing and reports the finished runs of a larger grid.
+    only = subprocess.run(
+        [*cmd, "--seeds", "0", "1", "2", "--report-only"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
+    assert only.returncode == 0, only.stderr[-2000:]
+    assert not _trained(only.stdout)
+    summary = json.loads(out.with_name("report.json").read_text())["summary"]
+    assert {(s["arm"], s["iters"]): s["seeds"] for s in summary} == rows
+
+
+def test_bad_detector_variants_named():
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--detector-variants", "fcos=x"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert run.returncode != 0 and "--detector-variants" in run.stderr and "'fcos=x'" in run.stderr

@@ -1,8 +1,10 @@
-"""Command line: what a pre-trained R-CNN learned, in pictures.
+"""Command line: what a pre-trained detector learned, in pictures.
 
 For each image: on the left its proposals (the pseudo ground truth of pre-training), on the right
-the online detector's boxes (the RPN's top proposals refined by the pre-trained box regressor), each
-drawn in the colour and with the id of the proposal it overlaps most (IoU >= 0.5), grey otherwise.
+the online detector's boxes, each drawn in the colour and with the id of the proposal it overlaps
+most (IoU >= 0.5), grey otherwise. R-CNN: the RPN's top proposals refined by the pre-trained box
+regressor. RetinaNet / FCOS (no objectness to rank boxes by): for each proposal, the box regressed
+from the anchor / point assigned to it that lies nearest its centre.
 
 Example::
 
@@ -21,7 +23,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-__all__ = ["main", "predict_boxes"]
+__all__ = ["main", "predict_boxes", "predict_dense_boxes"]
 
 
 @torch.no_grad()
@@ -47,6 +49,46 @@ def predict_boxes(detector, image: torch.Tensor, top_k: int) -> np.ndarray:
     return refined.clamp(min=0).numpy()
 
 
+@torch.no_grad()
+def predict_dense_boxes(detector, image: torch.Tensor, proposals: np.ndarray) -> np.ndarray:
+    """A RetinaNet / FCOS detector's box for each proposal: the box regressed from the anchor
+    (point) assigned to the proposal whose centre is nearest the proposal's centre.
+
+    Args:
+        detector: an :class:`~aligndet_d2.modeling.AlignDetRetinaNet` or
+            :class:`~aligndet_d2.modeling.AlignDetFCOS` in eval mode.
+        image: (C, H, W) uint8 image in the detector's input format.
+        proposals: (P, 4) XYXY proposals in the image's pixels.
+
+    Returns:
+        (P, 4) XYXY boxes; NaN rows for proposals that no anchor is assigned to.
+    """
+    from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
+    from detectron2.structures import Boxes, Instances
+
+    images = detector.preprocess_image([{"image": image}])
+    features = detector.backbone(images.tensor)
+    features = [features[f] for f in detector.head_in_features]
+    anchors = detector.anchor_generator(features)
+    inst = Instances(images.image_sizes[0])
+    inst.gt_boxes = Boxes(torch.as_tensor(proposals, dtype=torch.float32).reshape(-1, 4))
+    inst.gt_ids = torch.arange(len(proposals))
+    ids = detector.label_anchors_with_ids(anchors, [inst])[0][0]  # (R,)
+    deltas = torch.cat(
+        [permute_to_N_HWA_K(x, 4) for x in detector.head.box_outputs(features)[0]], 1
+    )
+    all_anchors = Boxes.cat(anchors)
+    out = np.full((len(proposals), 4), np.nan, dtype=np.float32)
+    centres = all_anchors.get_centers()
+    for i, c in enumerate(inst.gt_boxes.get_centers()):
+        idx = torch.nonzero(ids == i).squeeze(1)
+        if len(idx):
+            best = idx[(centres[idx] - c).norm(dim=1).argmin()][None]  # (1,)
+            box = detector.box2box_transform.apply_deltas(deltas[0, best], all_anchors.tensor[best])
+            out[i] = box[0].numpy()
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="inspect_pretrain.py", description=__doc__.splitlines()[0])
     p.add_argument("--config-file", required=True, help="the pre-training config")
@@ -55,7 +97,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--image-root", required=True)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--num-images", type=int, default=4)
-    p.add_argument("--top-k", type=int, default=15, help="detector boxes per image")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=15,
+        help="detector boxes per image (RetinaNet / FCOS: one for each of the first k proposals)",
+    )
     p.add_argument("--max-proposals", type=int, default=32, help="proposals drawn per image")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="key=value config overrides")
     args = p.parse_args(argv)
@@ -67,13 +114,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     from detectron2.structures import Boxes, pairwise_iou
 
     from ..data.datasets import load_proposals_json
+    from ..modeling.dense import AlignDetFCOS, AlignDetRetinaNet
     from ..modeling.rcnn import AlignDetRCNN
     from ..utils.visualize import draw_boxes, id_colors, save_picture
 
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     pair = instantiate(cfg.model)
-    if not isinstance(pair.online, AlignDetRCNN):
-        print("error: inspect_pretrain.py draws R-CNN pre-training only", file=sys.stderr)
+    dense = isinstance(pair.online, (AlignDetRetinaNet, AlignDetFCOS))
+    if not (dense or isinstance(pair.online, AlignDetRCNN)):
+        print(
+            f"error: {args.config_file}: not an R-CNN, RetinaNet or FCOS pre-training config",
+            file=sys.stderr,
+        )
         return 1
     DetectionCheckpointer(pair).load(args.checkpoint)
     detector = pair.online.eval()
@@ -84,12 +136,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         rgb = read_image(d["file_name"], format="RGB")
         tf = resize.get_transform(rgb)
         img = tf.apply_image(rgb)
-        net_in = img if fmt == "RGB" else img[:, :, ::-1]
-        pred = predict_boxes(detector, torch.as_tensor(net_in.copy()).permute(2, 0, 1), args.top_k)
+        net_in = torch.as_tensor(img if fmt == "RGB" else img[:, :, ::-1].copy()).permute(2, 0, 1)
         props = np.asarray(
             [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in d["annotations"])]
         )[: args.max_proposals]
         props = tf.apply_box(props)
+        if dense:
+            pred = predict_dense_boxes(detector, net_in, props[: args.top_k])
+            pred = pred[~np.isnan(pred).any(1)]
+        else:
+            pred = predict_boxes(detector, net_in, args.top_k)
         iou = pairwise_iou(Boxes(torch.as_tensor(pred)), Boxes(torch.as_tensor(props))).numpy()
         best = iou.argmax(1) if iou.size else np.zeros(len(pred), dtype=int)
         hit = iou.max(1) >= 0.5 if iou.size else np.zeros(len(pred), dtype=bool)
