@@ -151,5 +151,8 @@ def test_standard_loader_with_aspect_ratio_grouping(coco64):
 def test_bad_arguments():
     with pytest.raises(ValueError, match="max_proposals=0"):
         TwoViewMapper(max_proposals=0)
+    # "max_proposals=None" on the command line gives the string 'None': say how to write it.
+    with pytest.raises(ValueError, match=r"max_proposals='None'.*max_proposals=null"):
+        TwoViewMapper(max_proposals="None")
     with pytest.raises(ValueError, match="allowed: 'BGR', 'RGB'"):
         TwoViewMapper(image_format="YUV")

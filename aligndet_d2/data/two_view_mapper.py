@@ -126,8 +126,16 @@ class TwoViewMapper:
             image_format: the model's input format ("BGR" or "RGB"); ops run on RGB either way.
             max_proposals: keep only the first k proposals of each image (file order), or None.
         """
-        if max_proposals is not None and max_proposals < 1:
-            raise ValueError(f"max_proposals={max_proposals} (allowed: an integer >= 1, or None)")
+        if max_proposals is not None and (
+            isinstance(max_proposals, bool)
+            or not isinstance(max_proposals, int)
+            or max_proposals < 1
+        ):
+            # A command-line override of "None" arrives as the string 'None' (Hydra spells it null).
+            raise ValueError(
+                f"max_proposals={max_proposals!r} (allowed: an integer >= 1, or None; on the "
+                "command line: dataloader.train.mapper.max_proposals=null)"
+            )
         if image_format not in ("BGR", "RGB"):
             raise ValueError(f"image_format={image_format!r} (allowed: 'BGR', 'RGB')")
         augs: List[T.Augmentation] = [
