@@ -52,6 +52,8 @@ DETECTORS = {
 VARIANTS = {
     "main": {},
     "keep_reg": {"keep_reg": True, "budgets": "short"},
+    # R-CNN only: the export without the pre-trained RPN.
+    "drop_rpn": {"drop_rpn": True, "budgets": "short"},
     "fast_proposals": {"mode": "fast", "budgets": "short"},
     "pretrain_x2": {"pretrain_factor": 2.0, "budgets": "short"},
     "frozen_backbone_ft": {
@@ -217,12 +219,13 @@ class Harness:
             self._record(str(run.relative_to(self.work)), secs)
         return run
 
-    def export(self, det: str, pretrain_run: Path, keep_reg: bool) -> Path:
+    def export(self, det: str, pretrain_run: Path, keep_reg: bool, drop_rpn: bool) -> Path:
         from aligndet_d2.checkpoint.export import export_checkpoint
 
-        out = pretrain_run / ("exported_keep_reg.pth" if keep_reg else "exported.pth")
+        suffix = "_keep_reg" * keep_reg + "_drop_rpn" * drop_rpn
+        out = pretrain_run / f"exported{suffix}.pth"
         if not out.exists():
-            export_checkpoint(str(pretrain_run / "model_final.pth"), str(out), keep_reg)
+            export_checkpoint(str(pretrain_run / "model_final.pth"), str(out), keep_reg, drop_rpn)
         return out
 
     def finetune(self, det: str, variant: str, seed: int, budget: float, arm: str) -> Dict:
@@ -242,7 +245,9 @@ class Harness:
             init = ""
             if arm == "aligndet":
                 pretrained = self.pretrain(det, variant, seed)
-                init = str(self.export(det, pretrained, v.get("keep_reg", False)))
+                init = str(
+                    self.export(det, pretrained, v.get("keep_reg", False), v.get("drop_rpn", False))
+                )
             _log(f"{det}: fine-tune {name} (budget {budget:g} = {iters} iterations, seed {seed})")
             secs = _train_net(
                 [
@@ -272,6 +277,8 @@ class Harness:
         for det in self.args.detectors:
             for variant in self.variants.get(det, self.args.variants):
                 v = VARIANTS[variant]
+                if v.get("drop_rpn") and det != "faster_rcnn":
+                    continue  # the dense detectors have no RPN
                 vb = budgets[:1] if v.get("budgets") == "short" else budgets
                 arms = ["aligndet", "scratch"]
                 full = self.full_seeds.get(det, len(self.args.seeds))

@@ -83,6 +83,24 @@ def test_keep_box_regression_needs_class_agnostic_config(pretrain_ckpt, tmp_path
     assert state["roi_heads.box_predictor.bbox_pred.weight"].shape == (4, 512)
 
 
+def test_drop_rpn_leaves_the_rpn_to_random_init(pretrain_ckpt, tmp_path, capsys):
+    path, pair = pretrain_ckpt
+    out = tmp_path / "no_rpn.pth"
+    args = ["--checkpoint", str(path), "--output", str(out), "--drop-rpn", "--finetune-config", FT]
+    assert export_main(args) == 0  # an RPN left out whole is no mismatch
+    exported = load_checkpoint_file(str(out))
+    assert exported["aligndet_export"]["drop_rpn"] is True
+    assert not any(k.startswith("proposal_generator.") for k in exported["model"])
+    model = _finetune_model()
+    check_init_checkpoint(model, str(out))  # train_net accepts it
+    report = key_report(
+        exported["model"], model.state_dict(), exported["aligndet_export"]["dropped"]
+    )
+    rpn_keys = sorted(k for k in model.state_dict() if k.startswith("proposal_generator."))
+    assert sorted(report["RPN"]["dropped"]) == sorted(report["RPN"]["random_init"]) == rpn_keys
+    assert not report["RPN"]["transferred"] and report["box head"]["transferred"]
+
+
 def test_other_backbone_is_refused_listing_modules(pretrain_ckpt, tmp_path, capsys):
     path, _ = pretrain_ckpt
     out = tmp_path / "exported.pth"

@@ -1,6 +1,7 @@
 """Export of a pre-training checkpoint to a plain Detectron2 checkpoint, and the key report.
 
-The export keeps the online detector only and drops its projection layers; the RPN is kept whole.
+The export keeps the online detector only and drops its projection layers; the RPN is kept whole
+unless asked to drop it (an ablation: the RPN learns to propose selective-search-like boxes).
 The last box-regression layers (R-CNN ``roi_heads.box_predictor.bbox_pred``, RetinaNet / FCOS
 ``head.bbox_pred`` and FCOS ``head.ctrness``) are dropped by default, as the reference does, or kept
 (DESIGN.md 2.6). A kept R-CNN regressor is class-agnostic: it loads only into a fine-tune config
@@ -51,6 +52,7 @@ _MUST_TRANSFER = ("backbone", "FPN", "RPN", "box head", "dense towers")
 _PROJECTION = (".projector.",)
 # The last box-regression layers (kept or dropped by the switch).
 _REGRESSION = ("roi_heads.box_predictor.bbox_pred.", "head.bbox_pred.", "head.ctrness.")
+_RPN = ("proposal_generator.",)
 
 
 class ExportMismatchError(ValueError):
@@ -76,13 +78,17 @@ def load_checkpoint_file(path: str) -> Dict[str, Any]:
 
 
 def export_state_dict(
-    pretrain_state: Dict[str, torch.Tensor], keep_box_regression: bool = False
+    pretrain_state: Dict[str, torch.Tensor],
+    keep_box_regression: bool = False,
+    drop_rpn: bool = False,
 ) -> Tuple["OrderedDict[str, torch.Tensor]", List[str]]:
     """The online detector's weights without the pre-training-only layers.
 
     Args:
         pretrain_state: state dict of a :class:`~aligndet_d2.modeling.MomentumPair`.
         keep_box_regression: keep the last box-regression layers.
+        drop_rpn: drop the RPN (R-CNN ``proposal_generator.*``), which then starts from random
+            init in fine-tuning.
 
     Returns:
         (plain detector state dict, dropped keys).
@@ -96,8 +102,10 @@ def export_state_dict(
     dropped = []
     for k in online:
         key = k[len("online.") :]
-        if any(p in key for p in _PROJECTION) or (
-            not keep_box_regression and key.startswith(_REGRESSION)
+        if (
+            any(p in key for p in _PROJECTION)
+            or (not keep_box_regression and key.startswith(_REGRESSION))
+            or (drop_rpn and key.startswith(_RPN))
         ):
             dropped.append(key)
         else:
@@ -113,12 +121,14 @@ def write_export(
     source: str,
     iteration: Optional[int] = None,
     keep_box_regression: bool = False,
+    drop_rpn: bool = False,
 ) -> None:
     """Saves an exported state dict as a Detectron2 checkpoint that records its export."""
     meta = {
         "source": os.path.basename(source),
         "iteration": iteration,
         "keep_box_regression": keep_box_regression,
+        "drop_rpn": drop_rpn,
         "dropped": list(dropped),
     }
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
@@ -134,7 +144,7 @@ def write_export(
 
 
 def export_checkpoint(
-    checkpoint: str, output: str, keep_box_regression: bool = False
+    checkpoint: str, output: str, keep_box_regression: bool = False, drop_rpn: bool = False
 ) -> Tuple["OrderedDict[str, torch.Tensor]", List[str]]:
     """Writes the plain Detectron2 checkpoint of a pre-training checkpoint's online detector.
 
@@ -142,7 +152,7 @@ def export_checkpoint(
         (exported state dict, dropped keys).
     """
     ckpt = load_checkpoint_file(checkpoint)
-    state, dropped = export_state_dict(ckpt["model"], keep_box_regression)
+    state, dropped = export_state_dict(ckpt["model"], keep_box_regression, drop_rpn)
     write_export(
         state,
         dropped,
@@ -150,6 +160,7 @@ def export_checkpoint(
         source=checkpoint,
         iteration=ckpt.get("iteration"),
         keep_box_regression=keep_box_regression,
+        drop_rpn=drop_rpn,
     )
     return state, dropped
 

@@ -30,8 +30,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(
         prog="export.py",
         description="Writes the online detector of a pre-training checkpoint as a plain Detectron2 "
-        "checkpoint: projection layers removed, the RPN kept whole, the last box-regression layers "
-        "dropped unless --keep-box-regression.",
+        "checkpoint: projection layers removed, the RPN kept whole unless --drop-rpn, the last "
+        "box-regression layers dropped unless --keep-box-regression.",
     )
     p.add_argument("--checkpoint", required=True, help="pre-training checkpoint (model_*.pth)")
     p.add_argument("--output", required=True, help="exported checkpoint to write (.pth)")
@@ -42,6 +42,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         "head.bbox_pred / head.ctrness). The R-CNN one is class-agnostic: fine-tune with "
         "model.roi_heads.box_predictor.cls_agnostic_bbox_reg=True. Default: dropped, as the "
         "reference does",
+    )
+    p.add_argument(
+        "--drop-rpn",
+        action="store_true",
+        help="drop the RPN too: it then starts from random init in fine-tuning (an ablation; "
+        "pre-training teaches it to propose selective-search-like boxes). Default: kept",
     )
     p.add_argument(
         "--finetune-config",
@@ -55,7 +61,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         ckpt = load_checkpoint_file(args.checkpoint)
-        state, dropped = export_state_dict(ckpt["model"], args.keep_box_regression)
+        state, dropped = export_state_dict(ckpt["model"], args.keep_box_regression, args.drop_rpn)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {args.checkpoint}: {e}", file=sys.stderr)
         return 1
@@ -82,6 +88,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         source=args.checkpoint,
         iteration=ckpt.get("iteration"),
         keep_box_regression=args.keep_box_regression,
+        drop_rpn=args.drop_rpn,
     )
     print(f"wrote {args.output}")
     return 0
