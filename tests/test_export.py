@@ -190,3 +190,8 @@ def test_dense_export_then_stock_load(det, tmp_path, capsys):
         == 0
     )
     assert "head.bbox_pred.weight" in load_checkpoint_file(str(kept))["model"]
+    # A dense detector has no RPN to drop: say so rather than export as if it did.
+    capsys.readouterr()
+    args = ["--checkpoint", str(tmp_path / "pre.pth"), "--output", str(tmp_path / "x.pth")]
+    assert export_main(args + ["--drop-rpn"]) == 1
+    assert "has no RPN" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()

@@ -98,6 +98,8 @@ def export_state_dict(
         raise ValueError(
             "not a pre-training checkpoint: no 'online.*' keys (is it already exported?)"
         )
+    if drop_rpn and not any(k.startswith("online." + _RPN[0]) for k in online):
+        raise ValueError("drop_rpn: this detector has no RPN (only R-CNN detectors have one)")
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     dropped = []
     for k in online:
