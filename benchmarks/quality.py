@@ -42,6 +42,8 @@ DETECTORS = {
             if det == "faster_rcnn"
             else []
         ),
+        # Whether the export can drop an RPN (the drop_rpn ablation).
+        "rpn": det == "faster_rcnn",
     }
     for det in ("faster_rcnn", "retinanet", "fcos")
 }
@@ -277,8 +279,8 @@ class Harness:
         for det in self.args.detectors:
             for variant in self.variants.get(det, self.args.variants):
                 v = VARIANTS[variant]
-                if v.get("drop_rpn") and det != "faster_rcnn":
-                    continue  # the dense detectors have no RPN
+                if v.get("drop_rpn") and not DETECTORS[det]["rpn"]:
+                    continue
                 vb = budgets[:1] if v.get("budgets") == "short" else budgets
                 arms = ["aligndet", "scratch"]
                 full = self.full_seeds.get(det, len(self.args.seeds))

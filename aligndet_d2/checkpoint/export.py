@@ -52,7 +52,7 @@ _MUST_TRANSFER = ("backbone", "FPN", "RPN", "box head", "dense towers")
 _PROJECTION = (".projector.",)
 # The last box-regression layers (kept or dropped by the switch).
 _REGRESSION = ("roi_heads.box_predictor.bbox_pred.", "head.bbox_pred.", "head.ctrness.")
-_RPN = ("proposal_generator.",)
+_RPN = "proposal_generator."
 
 
 class ExportMismatchError(ValueError):
@@ -98,7 +98,7 @@ def export_state_dict(
         raise ValueError(
             "not a pre-training checkpoint: no 'online.*' keys (is it already exported?)"
         )
-    if drop_rpn and not any(k.startswith("online." + _RPN[0]) for k in online):
+    if drop_rpn and not any(k.startswith("online." + _RPN) for k in online):
         raise ValueError("drop_rpn: this detector has no RPN (only R-CNN detectors have one)")
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     dropped = []
