@@ -13,6 +13,10 @@ training run resumes from its last checkpoint. Writes <out>.md, <out>.json and <
     python benchmarks/quality.py --data ../shared/data/coco256
     python benchmarks/quality.py --data ../shared/data/coco256 --variants keep_reg fast_proposals
 
+Overrides (``--pretrain-opts``, ``--finetune-opts``) apply to every detector unless prefixed with
+``DETECTOR:`` (``--finetune-opts faster_rcnn:optimizer.lr=0.02``); a run's directory is named after
+the overrides that reach it.
+
 Choices of the set-up are made with ``--holdout N``: the last N train images are held out and
 evaluated on, the others pre-trained and fine-tuned on, and the val images are not touched.
 """
@@ -107,6 +111,25 @@ def _parse_full_seeds(items: List[str]) -> Dict[str, int]:
     return out
 
 
+def _opts_for(det: str, items: List[str], flag: str) -> List[str]:
+    """The ``key=value`` overrides of ``items`` that apply to ``det``: unprefixed ones apply to every
+    detector, ``DETECTOR:key=value`` to that detector only (the prefix is stripped, so a run's
+    directory name does not depend on how its overrides were spelled)."""
+    out = []
+    for item in items:
+        key, eq, _ = item.partition("=")
+        prefix, colon, _ = key.partition(":")
+        if not eq:
+            raise SystemExit(f"{flag}: expected [DETECTOR:]key=value, got {item!r}")
+        if not colon:
+            out.append(item)
+        elif prefix not in DETECTORS:
+            raise SystemExit(f"{flag}: {prefix!r} in {item!r} is not one of {list(DETECTORS)}")
+        elif prefix == det:
+            out.append(item[len(prefix) + 1 :])
+    return out
+
+
 def _parse_detector_variants(items: List[str]) -> Dict[str, List[str]]:
     out = {}
     for item in items:
@@ -135,6 +158,9 @@ class Harness:
         self.manifest_path = self.work / "runs.json"
         self.full_seeds = _parse_full_seeds(args.full_seeds)
         self.variants = _parse_detector_variants(args.detector_variants)
+        for det in DETECTORS:  # a misspelt prefix fails now, not after hours of other runs
+            _opts_for(det, args.pretrain_opts, "--pretrain-opts")
+            _opts_for(det, args.finetune_opts, "--finetune-opts")
         self.manifest = (
             json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
         )
@@ -198,9 +224,10 @@ class Harness:
         v = VARIANTS[variant]
         mode = v.get("mode", "soco")
         iters = int(round(self.args.pretrain_iters * v.get("pretrain_factor", 1.0)))
-        tag = f"{mode}_it{iters}" + "".join(f"_{x}" for x in self.args.pretrain_opts).replace(
-            "=", "-"
-        ).replace("model.", "")
+        opts = _opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
+        tag = f"{mode}_it{iters}" + "".join(f"_{x}" for x in opts).replace("=", "-").replace(
+            "model.", ""
+        )
         run = self.work / det / "pretrain" / f"{tag}_seed{seed}"
         if not (run / "model_final.pth").exists():
             props = self.proposals(mode)
@@ -214,7 +241,7 @@ class Harness:
                     f"train.max_iter={iters}",
                     f"train.seed={seed}",
                     f"train.checkpointer.period={self.args.checkpoint_period}",
-                    *self.args.pretrain_opts,
+                    *opts,
                 ],
                 run,
             )
@@ -233,7 +260,9 @@ class Harness:
     def finetune(self, det: str, variant: str, seed: int, budget: float, arm: str) -> Dict:
         v = VARIANTS[variant]
         iters = max(1, int(round(self.args.finetune_iters * budget)))
-        extra = list(v.get("finetune", [])) + list(self.args.finetune_opts)
+        extra = list(v.get("finetune", [])) + _opts_for(
+            det, self.args.finetune_opts, "--finetune-opts"
+        )
         if v.get("keep_reg"):
             extra += DETECTORS[det]["keep_reg"]
         # Both arms of a variant share one fine-tune config; scratch runs are shared by variants
@@ -477,9 +506,20 @@ def main(argv=None):
     )
     p.add_argument("--pretrain-iters", type=int, default=384)
     p.add_argument("--finetune-iters", type=int, default=384, help="the full schedule (budget 1)")
-    p.add_argument("--pretrain-opts", nargs="*", default=[], help="key=value for pre-training")
     p.add_argument(
-        "--finetune-opts", nargs="*", default=[], help="key=value for both fine-tune arms"
+        "--pretrain-opts",
+        nargs="*",
+        default=[],
+        metavar="[DETECTOR:]KEY=VALUE",
+        help="config overrides for pre-training; a DETECTOR: prefix limits one to that detector",
+    )
+    p.add_argument(
+        "--finetune-opts",
+        nargs="*",
+        default=[],
+        metavar="[DETECTOR:]KEY=VALUE",
+        help="config overrides for both fine-tune arms; a DETECTOR: prefix limits one to that "
+        "detector",
     )
     p.add_argument("--checkpoint-period", type=int, default=100, help="for resuming long runs")
     p.add_argument(

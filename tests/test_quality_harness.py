@@ -49,7 +49,8 @@ def test_tiny_quality_run(tmp_path):
         "--out",
         str(out),
         "--finetune-opts",
-        "model.roi_heads.box_predictor.test_score_thresh=0.0",
+        "faster_rcnn:model.roi_heads.box_predictor.test_score_thresh=0.0",
+        "fcos:optimizer.lr=5",  # another detector's: must not reach Faster R-CNN
     ]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
@@ -67,6 +68,11 @@ def test_tiny_quality_run(tmp_path):
         for key in ("bbox_agnostic/AP", "bbox/AP", "bbox/AP-person"):
             m = s[key]
             assert m["min"] <= m["mean"] <= m["max"] or m["mean"] != m["mean"]  # NaN: no person
+    # The detector prefix is stripped from the run's name and the other detector's override dropped.
+    assert {p.name for p in (tmp_path / "work" / "faster_rcnn").iterdir()} == {
+        "pretrain",
+        "ft_roi_heads.box_predictor.test_score_thresh-0.0",
+    }
     md = out.with_name("report.md").read_text()
     assert "| faster_rcnn | main | 1 | aligndet | 2 |" in md and "Wall time" in md
     assert out.with_name("report.png").stat().st_size > 1000
@@ -97,3 +103,17 @@ def test_bad_detector_variants_named():
         cwd=REPO,
     )
     assert run.returncode != 0 and "--detector-variants" in run.stderr and "'fcos=x'" in run.stderr
+
+
+@pytest.mark.parametrize(
+    "opt, message",
+    [("yolo:optimizer.lr=1", "'yolo' in 'yolo:optimizer.lr=1'"), ("optimizer.lr", "key=value")],
+)
+def test_bad_detector_opts_named(opt, message):
+    run = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "quality.py"), "--finetune-opts", opt],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert run.returncode != 0 and "--finetune-opts" in run.stderr and message in run.stderr
