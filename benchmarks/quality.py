@@ -130,6 +130,11 @@ def _opts_for(det: str, items: List[str], flag: str) -> List[str]:
     return out
 
 
+def _opts_tag(opts: List[str]) -> str:
+    """The part of a run directory's name that spells its overrides."""
+    return "".join(f"_{x}" for x in opts).replace("=", "-").replace("model.", "")
+
+
 def _parse_detector_variants(items: List[str]) -> Dict[str, List[str]]:
     out = {}
     for item in items:
@@ -225,9 +230,7 @@ class Harness:
         mode = v.get("mode", "soco")
         iters = int(round(self.args.pretrain_iters * v.get("pretrain_factor", 1.0)))
         opts = _opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
-        tag = f"{mode}_it{iters}" + "".join(f"_{x}" for x in opts).replace("=", "-").replace(
-            "model.", ""
-        )
+        tag = f"{mode}_it{iters}" + _opts_tag(opts)
         run = self.work / det / "pretrain" / f"{tag}_seed{seed}"
         if not (run / "model_final.pth").exists():
             props = self.proposals(mode)
@@ -267,7 +270,7 @@ class Harness:
             extra += DETECTORS[det]["keep_reg"]
         # Both arms of a variant share one fine-tune config; scratch runs are shared by variants
         # whose fine-tune config is the same.
-        ft_key = "ft" + "".join(f"_{x}" for x in extra).replace("=", "-").replace("model.", "")
+        ft_key = "ft" + _opts_tag(extra)
         name = arm if arm == "scratch" else f"{arm}_{variant}"
         run = self.work / det / ft_key / f"{name}_b{budget:g}_seed{seed}"
         if not (run / "eval_results.json").exists():
