@@ -21,10 +21,10 @@ def _load(name: str):
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def quality_table(r, name: str = "quality") -> str:
+def quality_table(r) -> str:
     lines = [
         f"AP on the coco256 val images after fine-tuning on its 128 train images "
-        f"([`benchmarks/results/{name}.md`](benchmarks/results/{name}.md), `{r['command']}`; "
+        f"([`benchmarks/results/quality.md`](benchmarks/results/quality.md), `{r['command']}`; "
         f"{r['machine'].split(';')[0]}). Mean (min-max) over the seeds run (column `seeds`); each "
         "seed has its own pre-training and fine-tunes.",
         "",
@@ -96,7 +96,6 @@ def main() -> None:
     parts = []
     for name, fn in (
         ("quality", quality_table),
-        ("quality_dense", lambda r: quality_table(r, "quality_dense")),
         ("speed", speed_table),
         ("proposals", proposals_table),
     ):
