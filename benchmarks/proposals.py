@@ -163,10 +163,8 @@ def _markdown(r):
         "",
         "Per process, one OpenCV (and torch) thread; each image is decoded, searched and filtered "
         "with the SoCo filter (min side 32, aspect 1/3..3, scale <= 0.8). The package runs at "
-        "SoCo's "
-        "settings (scale 300, sigma 0.9, min_size 100); `soco` is OpenCV's single strategy at "
-        "k 300, "
-        "sigma 0.9.",
+        "SoCo's settings (scale 300, sigma 0.9, min_size 100); `soco` is OpenCV's single "
+        "strategy at k 300, sigma 0.9.",
         "",
         "| engine | images | images/s per process | s/image | kept boxes per image |",
         "|---|---|---|---|---|",

@@ -112,8 +112,8 @@ def _parse_full_seeds(items: List[str]) -> Dict[str, int]:
 
 
 def _opts_for(det: str, items: List[str], flag: str) -> List[str]:
-    """The ``key=value`` overrides of ``items`` that apply to ``det``: unprefixed ones apply to every
-    detector, ``DETECTOR:key=value`` to that detector only (the prefix is stripped, so a run's
+    """The ``key=value`` overrides of ``items`` that apply to ``det``: unprefixed ones apply to
+    every detector, ``DETECTOR:key=value`` to that detector only (the prefix is stripped, so a run's
     directory name does not depend on how its overrides were spelled)."""
     out = []
     for item in items:
@@ -396,11 +396,9 @@ def markdown(report: Dict) -> str:
         )
         + " Detectron2's COCO evaluator). Pre-training: "
         f"{a['pretrain_iters']} iterations; full fine-tune schedule: {a['finetune_iters']} "
-        "iterations "
-        f"(batch 2). Seeds: {a['seeds']}; each seed has its own pre-training and fine-tunes. "
-        "Cells: "
-        "mean (min-max over seeds). Class-agnostic AP: all classes merged into one, top 100 "
-        "detections per image.",
+        f"iterations (batch 2). Seeds: {a['seeds']}; each seed has its own pre-training and "
+        "fine-tunes. Cells: mean (min-max over seeds). Class-agnostic AP: all classes merged into "
+        "one, top 100 detections per image.",
         "",
         "| detector | variant | fine-tune iters | arm | seeds | class-agnostic AP | "
         "class-agnostic AP50 | AP person | AP | AP50 | AP75 |",

@@ -85,10 +85,32 @@ def proposals_table(r) -> str:
     lines += [
         "",
         f"`soco` is {r['soco_vs_package']:.1f}x the pure-Python `selectivesearch` package per "
-        "process; "
-        f"the tool runs {s['speedup']:.2f}x faster with 2 processes than with 1 "
+        f"process; the tool runs {s['speedup']:.2f}x faster with 2 processes than with 1 "
         f"({s['images']} images).",
     ]
+    return "\n".join(lines)
+
+
+def momentum_table(r) -> str:
+    lines = [
+        f"Base momentum of the CPU pre-training configs ([`benchmarks/results/momentum.md`]"
+        f"(benchmarks/results/momentum.md), `{r['command']}`; {r['machine'].split(';')[0]}; "
+        f"{r['max_iter']} iterations, seed {r['seed']}): the fixed-set contrastive loss and "
+        f"accuracy of the online detector on {r['holdout_images']} held-out train images (lower "
+        "loss is better; chance and floor are its no-information and perfect levels). The CPU "
+        "configs use 0.97.",
+        "",
+        "| detector | base momentum | random init left at the end | probe loss | probe accuracy "
+        "| chance / floor |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in r["rows"]:
+        p = row["probe"]
+        lines.append(
+            f"| {row['detector']} | {row['base']:g} | {100 * row['init_share']:.1f} % | "
+            f"{p['online/loss']:.3f} | {p['online/acc']:.3f} | {p['chance']:.2f} / "
+            f"{p['floor']:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -98,6 +120,7 @@ def main() -> None:
         ("quality", quality_table),
         ("speed", speed_table),
         ("proposals", proposals_table),
+        ("momentum", momentum_table),
     ):
         r = _load(name)
         if r is not None:

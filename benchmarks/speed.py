@@ -4,8 +4,8 @@
 For each detector, in one run and one process per arm:
 
 - ``pretrain``: a pre-training step (momentum forward on view 2, online forward on view 1,
-contrastive
-  loss, backward, optimizer step, momentum update), with a breakdown of where the time goes;
+  contrastive loss, backward, optimizer step, momentum update), with a breakdown of where the time
+  goes;
 - ``supervised_frozen``: a supervised step of the same detector with the same frozen backbone (the
   fine-tune config with every backbone stage frozen);
 - ``finetune``: a step of the CPU fine-tune config as it is (backbone trained from its 4th block);
@@ -264,8 +264,8 @@ def markdown(r) -> str:
         "and loading the batches, one process per arm.",
         "",
         "| detector | pre-training s/step | supervised, frozen backbone s/step | ratio | "
-        "CPU fine-tune s/step | pre-train / fine-tune | peak MB pre-train | peak MB supervised | memory ratio "
-        "| loader images/s | pre-training consumes images/s |",
+        "CPU fine-tune s/step | pre-train / fine-tune | peak MB pre-train | peak MB supervised "
+        "| memory ratio | loader images/s | pre-training consumes images/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for det, a in r["detectors"].items():

@@ -4,8 +4,8 @@
 # train.init_checkpoint="".
 #
 #   python tools/export.py --checkpoint output/pretrain_box_retinanet_cpu/model_final.pth \
-#       --output output/aligndet_retinanet_cpu.pth --finetune-config
-# configs/finetune_retinanet_cpu.py
+#       --output output/aligndet_retinanet_cpu.pth \
+#       --finetune-config configs/finetune_retinanet_cpu.py
 #   python train_net.py --config-file configs/finetune_retinanet_cpu.py \
 #       train.init_checkpoint=output/aligndet_retinanet_cpu.pth
 from .common.cpu import cpu_finetune, lite_dense

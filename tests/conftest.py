@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -47,28 +48,51 @@ def write_subset_json(src_json: str, dst_json: str, n: int, start: int = 0) -> d
     return d
 
 
+def tiny_dataset(root, **images_per_split):
+    """A folder in coco256's layout with the first n coco64 images of each split, e.g.
+    ``tiny_dataset(path, train=2, val=2)``."""
+    (root / "annotations").mkdir(parents=True)
+    (root / "images").mkdir()
+    for split, n in images_per_split.items():
+        d = write_subset_json(
+            str(COCO64 / "annotations" / f"{split}.json"), root / "annotations" / f"{split}.json", n
+        )
+        for im in d["images"]:
+            shutil.copy(COCO64 / "images" / im["file_name"], root / "images")
+    return root
+
+
 CONFIGS = REPO / "configs"
 
 
-def small_pretrain_cfg(output_dir, max_iter=5, extra=()):
-    """The CPU pre-training config on coco64's ground-truth boxes as proposals, at a small size."""
+def pretrain_cfg(detector="faster_rcnn", extra=(), short_edge=192, max_size=320):
+    """A CPU pre-training config on coco64's ground-truth boxes as proposals, at a small size."""
     from detectron2.config import LazyConfig
 
-    cfg = LazyConfig.load(str(CONFIGS / "pretrain_box_faster_rcnn_cpu.py"))
+    cfg = LazyConfig.load(str(CONFIGS / f"pretrain_box_{detector}_cpu.py"))
     overrides = [
         f"dataloader.train.dataset.json_file={COCO64 / 'annotations' / 'train.json'}",
         f"dataloader.train.dataset.image_root={COCO64 / 'images'}",
-        "dataloader.train.mapper.short_edge_lengths=[192]",
-        "dataloader.train.mapper.max_size=320",
-        "dataloader.train.mapper.max_proposals=8",
+        f"dataloader.train.mapper.short_edge_lengths=[{short_edge}]",
+        f"dataloader.train.mapper.max_size={max_size}",
         "dataloader.train.num_workers=0",
-        f"train.output_dir={output_dir}",
-        f"train.max_iter={max_iter}",
-        "train.log_period=1",
-        "train.device=cpu",
         *extra,
     ]
     return LazyConfig.apply_overrides(cfg, overrides)
+
+
+def small_pretrain_cfg(output_dir, max_iter=5, extra=()):
+    """The CPU Faster R-CNN pre-training config of :func:`pretrain_cfg`, ready for a trainer."""
+    return pretrain_cfg(
+        extra=[
+            "dataloader.train.mapper.max_proposals=8",
+            f"train.output_dir={output_dir}",
+            f"train.max_iter={max_iter}",
+            "train.log_period=1",
+            "train.device=cpu",
+            *extra,
+        ]
+    )
 
 
 def small_finetune_cfg(output_dir, max_iter=5, extra=()):

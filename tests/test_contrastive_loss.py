@@ -96,3 +96,41 @@ def test_large_batches_are_chunked_consistently(monkeypatch):
     chunked, m_chunked = box_contrastive_loss(q, q_ids, k, k_ids)
     assert chunked.item() == pytest.approx(full.item(), rel=1e-6)
     assert m_chunked["accuracy"].item() == pytest.approx(m_full["accuracy"].item())
+
+
+def test_chance_and_floor_levels_by_hand():
+    t = 0.5
+    # Every embedding equal: each row scores log(1 + N), the chance level, with N = 3 negatives per
+    # row (2 ids: the other id's query and key, plus background).
+    q = torch.ones(2, 4)
+    k = torch.ones(3, 4)
+    q_ids, k_ids = torch.tensor([0, 1]), torch.tensor([0, 1, BACKGROUND_ID])
+    loss, m = box_contrastive_loss(q, q_ids, k, k_ids, temperature=t)
+    assert m["num_negatives"].item() == 3
+    assert m["chance"].item() == pytest.approx(math.log(4))
+    assert loss.item() == pytest.approx(m["chance"].item())
+    assert m["floor"].item() == pytest.approx(math.log(1 + 3 * math.exp(-1 / t)))
+    # Keys equal to their queries, negatives orthogonal: the floor is reached.
+    e = torch.eye(4)
+    q, k = e[:2], torch.stack([e[0], e[1], e[2]])
+    loss, m = box_contrastive_loss(q, q_ids, k, k_ids, temperature=t)
+    assert loss.item() == pytest.approx(m["floor"].item(), rel=1e-6)
+    assert m["accuracy"].item() == 1.0
+
+
+def test_under_autocast_the_loss_is_computed_in_float32():
+    torch.manual_seed(3)
+    q = torch.randn(30, 16).bfloat16()
+    k = torch.randn(25, 16).bfloat16()
+    q_ids, k_ids = torch.randint(-1, 8, (30,)), torch.randint(-1, 8, (25,))
+    # The same bfloat16 inputs, everything after them in float32.
+    expected, expected_m = box_contrastive_loss(q.float(), q_ids, k.float(), k_ids)
+    qb = q.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, m = box_contrastive_loss(qb, q_ids, k, k_ids)
+    assert loss.dtype == torch.float32 and m["accuracy"].dtype == torch.float32
+    # Similarities computed in bfloat16 (8-bit mantissa) would be off by ~1e-3.
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert m["accuracy"].item() == expected_m["accuracy"].item()
+    loss.backward()
+    assert qb.grad.dtype == torch.bfloat16 and torch.isfinite(qb.grad.float()).all()

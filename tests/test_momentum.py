@@ -1,10 +1,16 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from detectron2.structures import Boxes, Instances
 
-from aligndet_d2.modeling.momentum import MomentumPair, cosine_momentum, make_ids_unique
+from aligndet_d2.modeling.momentum import (
+    MomentumPair,
+    cosine_momentum,
+    initial_weight_share,
+    make_ids_unique,
+)
 
 
 def test_cosine_momentum_schedule():
@@ -42,23 +48,47 @@ def test_momentum_update_formula_and_buffers():
         assert torch.equal(a, b)
 
 
-def test_plain_checkpoint_loads_into_online_branch():
-    pair = MomentumPair(detector=_Tiny())
-    plain = {k: torch.full_like(v, 3.0) for k, v in _Tiny().state_dict().items()}
-    pair.load_state_dict(plain, strict=False)
-    assert torch.equal(pair.online.lin.weight, torch.full((2, 3), 3.0))
-    assert not torch.equal(pair.momentum.lin.weight, pair.online.lin.weight)
+def test_initial_weight_share_of_short_and_paper_runs():
+    # prod_k m_k, about exp(-(1 - base) K / 2): the numbers of the CPU config's 192 iterations, the
+    # benchmark's 768 and the paper's 88716 at base 0.996.
+    for k, expected in ((192, 0.68), (768, 0.21)):
+        assert initial_weight_share(k) == pytest.approx(expected, abs=0.01)
+        assert initial_weight_share(k) == pytest.approx(math.exp(-0.004 * k / 2), rel=0.01)
+    assert initial_weight_share(88716) < 1e-70
+    k = np.arange(192)
+    by_hand = np.prod(1 - 0.03 * (np.cos(np.pi * k / 192) + 1) / 2)
+    assert initial_weight_share(192, base=0.97) == pytest.approx(by_hand, rel=1e-9)
+    assert initial_weight_share(10, base=0.0) == 0.0
+    with pytest.raises(ValueError, match="base_momentum=1.5"):
+        MomentumPair(detector=_Tiny(), base_momentum=1.5)
 
 
-def _view(n, h=64, w=64):
+def _view(ids, h=64, w=64):
     inst = Instances((h, w))
-    inst.gt_boxes = Boxes(torch.tensor([[0.0, 0, 32, 32]] * n))
-    inst.gt_ids = torch.arange(n)
+    inst.gt_boxes = Boxes(torch.tensor([[0.0, 0, 32, 32]] * len(ids)).reshape(-1, 4))
+    inst.gt_ids = torch.tensor(ids, dtype=torch.int64)
     return {"image": torch.zeros(3, h, w, dtype=torch.uint8), "instances": inst}
 
 
 def test_ids_unique_across_a_batch_and_equal_across_views():
-    views = [[_view(3), _view(2)], [_view(3), _view(2)]]
+    # The second image lost its proposal 1 (degenerate in a view): its ids have a gap.
+    views = [
+        [_view([0, 1, 2]), _view([0, 2]), _view([])],
+        [_view([0, 1, 2]), _view([0, 2]), _view([])],
+    ]
     make_ids_unique(views)
     for v in views:
-        assert [d["instances"].gt_ids.tolist() for d in v] == [[0, 1, 2], [3, 4]]
+        assert [d["instances"].gt_ids.tolist() for d in v] == [[0, 1, 2], [3, 5], []]
+    views = [[_view([0, 2]), _view([0, 1])], [_view([0, 2]), _view([0, 1])]]
+    make_ids_unique(views)
+    # Unique although the first image's largest id (2) exceeds its box count.
+    assert [d["instances"].gt_ids.tolist() for d in views[0]] == [[0, 2], [3, 4]]
+
+
+@pytest.mark.parametrize(
+    "ids2, how", [([0, 1], "another number of"), ([1, 0, 2], "in another order")]
+)
+def test_views_holding_other_proposals_are_an_error(ids2, how):
+    views = [[_view([0, 1, 2])], [_view(ids2)]]
+    with pytest.raises(ValueError, match=f"a.jpg: the two views hold {how} proposals"):
+        make_ids_unique(views, ["a.jpg"])

@@ -2,12 +2,11 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import COCO64, REPO, write_subset_json
+from conftest import REPO, tiny_dataset
 
 
 def _trained(stdout: str) -> bool:
@@ -17,15 +16,7 @@ def _trained(stdout: str) -> bool:
 
 @pytest.mark.timeout(900)
 def test_tiny_quality_run(tmp_path):
-    data = tmp_path / "tiny"
-    (data / "annotations").mkdir(parents=True)
-    (data / "images").mkdir()
-    for split in ("train", "val"):
-        d = write_subset_json(
-            str(COCO64 / "annotations" / f"{split}.json"), data / "annotations" / f"{split}.json", 2
-        )
-        for im in d["images"]:
-            shutil.copy(COCO64 / "images" / im["file_name"], data / "images")
+    data = tiny_dataset(tmp_path / "tiny", train=2, val=2)
     out = tmp_path / "report"
     cmd = [
         sys.executable,

@@ -8,7 +8,12 @@ from detectron2.structures import BoxMode
 
 from aligndet_d2.data import TwoViewMapper, register_coco_as_proposals
 from aligndet_d2.data.datasets import load_proposals_json
-from aligndet_d2.data.two_view_mapper import PHOTOMETRIC_OPS, RandomPhotometric, photometric_op
+from aligndet_d2.data.two_view_mapper import (
+    PHOTOMETRIC_OPS,
+    PhotometricOpTransform,
+    RandomPhotometric,
+    photometric_op,
+)
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +85,60 @@ def test_views_keep_ids_aligned_and_every_box(dicts):
             assert direct or flipped
             flips.add(flipped)
     assert len(sizes) > 1 and flips == {True, False}
+
+
+def _ann(x, y, w, h):
+    return {"bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0}
+
+
+def test_the_two_views_are_drawn_independently(dicts):
+    np.random.seed(0)
+    mapper = TwoViewMapper(short_edge_lengths=(200, 240, 280), max_size=600)
+    inner, record = mapper.augmentations, []
+    mapper.augmentations = lambda aug_input: record.append(inner(aug_input)) or record[-1]
+
+    def drawn(tfs):
+        size = next(t.new_h for t in tfs if isinstance(t, T.ResizeTransform))
+        flip = any(isinstance(t, T.HFlipTransform) for t in tfs)
+        ops = [(t.name, t.magnitude) for t in tfs if isinstance(t, PhotometricOpTransform)]
+        return size, flip, ops[0] if ops else ("identity", 0)
+
+    d, n = _landscape(dicts), 60
+    for _ in range(n):
+        mapper(d)
+    pairs = [(drawn(record[2 * i]), drawn(record[2 * i + 1])) for i in range(n)]
+    differ = [sum(a[j] != b[j] for a, b in pairs) / n for j in range(3)]
+    # Independent draws: sizes differ with probability 2/3, flips 1/2, ops (9 x 9 + 1 outcomes)
+    # nearly always; views drawn once and shared would never differ.
+    assert 0.4 < differ[0] < 0.9 and 0.3 < differ[1] < 0.7 and differ[2] > 0.8, differ
+    assert len({p[0][0] for p in pairs}) == 3 and len({p[0][2][0] for p in pairs}) == 9
+
+
+def test_boxes_under_one_pixel_in_a_view_are_dropped_from_both(dicts, caplog):
+    d = dict(_landscape(dicts))  # 640 x 480
+    d["annotations"] = [
+        _ann(100, 50, 200, 150),
+        _ann(639.8, 100, 0.9, 50),  # pokes 0.7 px out (the loader allows 1): 0.2 px after clipping
+        _ann(300, 300, 1.5, 20),  # 1.5 px wide at full size, 0.75 at half size
+        _ann(10, 10, 64, 32),
+    ]
+    np.random.seed(0)
+    mapper = TwoViewMapper(short_edge_lengths=(240, 480), max_size=1000)
+    kept_thin = 0
+    with caplog.at_level("WARNING"):
+        for _ in range(12):
+            out = mapper(d)
+            a, b = (v["instances"] for v in out["views"])
+            full_size = a.image_size[0] == b.image_size[0] == 480
+            expected = [0, 2, 3] if full_size else [0, 3]
+            kept_thin += full_size
+            assert a.gt_ids.tolist() == b.gt_ids.tolist() == expected
+            assert out["degenerate_boxes"] == 4 - len(expected)
+            for inst in (a, b):
+                wh = inst.gt_boxes.tensor[:, 2:] - inst.gt_boxes.tensor[:, :2]
+                assert (wh >= 1).all() and len(inst.gt_classes) == len(expected)
+    assert 0 < kept_thin < 12  # both cases were drawn
+    assert caplog.text.count("under 1 px wide or high") == 1  # once per process
 
 
 @pytest.mark.parametrize("op", PHOTOMETRIC_OPS)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pictures of what a pre-trained detector learned. See `python tools/inspect_pretrain.py --help`."""
+"""Pictures of what a pre-trained detector learned: `python tools/inspect_pretrain.py --help`."""
 
 import sys
 

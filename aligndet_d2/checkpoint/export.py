@@ -247,8 +247,3 @@ def format_report(report: Dict[str, Dict[str, List[str]]]) -> str:
         headers=["module", "transferred", "dropped at export", "random init", "mismatched"],
         tablefmt="pipe",
     )
-
-
-def exported_meta(ckpt: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    """The export metadata of a loaded checkpoint, or None if it is not an aligndet export."""
-    return ckpt.get(EXPORT_MARKER)

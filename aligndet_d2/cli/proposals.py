@@ -45,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run selective search over a folder of images or a COCO json's image list",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Parallel and resumable: re-run the same command after a crash or a kill "
-        "and it "
-        "continues; the result does not depend on --workers.",
+        "and it continues; the result does not depend on --workers.",
     )
     g.add_argument("--image-root", required=True, help="folder with the images")
     g.add_argument(

@@ -16,13 +16,14 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.structures import BoxMode
 
-from .proposals import ProposalsError
+from .proposals import CATEGORY, ProposalsError
 
 __all__ = [
     "load_proposals_json",
     "register_proposals",
     "register_coco_as_proposals",
     "register_coco",
+    "is_proposals_categories",
     "is_proposals_dataset",
 ]
 
@@ -55,9 +56,8 @@ def load_proposals_json(
         ``annotations`` (each ``{"bbox", "bbox_mode", "category_id": 0}``), proposals in file order.
 
     Raises:
-        ProposalsError: naming the json, the image and the box, when an image is not under the root
-        or
-            a box is degenerate or outside its image.
+        ProposalsError: naming the json, the image and the box, when an image is not under the
+            root or a box is degenerate or outside its image.
     """
     try:
         with open(json_file) as f:
@@ -68,12 +68,10 @@ def load_proposals_json(
         if not isinstance(data.get(key), list):
             raise ProposalsError(f"{json_file}: no '{key}' list: not a COCO/proposals json")
     cats = data.get("categories") or []
-    is_proposals = [c.get("name") for c in cats] == ["selective_search"]
-    if not is_proposals:
+    if not is_proposals_categories(cats):
         logger.warning(
             f"{json_file}: labelled dataset used for pre-training: its {len(cats)} class labels "
-            "are "
-            "ignored and its boxes are used as proposals"
+            "are ignored and its boxes are used as proposals"
         )
 
     by_image: Dict[Any, List[Dict[str, Any]]] = {}
@@ -137,7 +135,7 @@ def register_proposals(name: str, json_file: str, image_root: str) -> None:
         json_file=json_file,
         image_root=image_root,
         evaluator_type="proposals",
-        thing_classes=["selective_search"],
+        thing_classes=[CATEGORY["name"]],
         is_proposals=True,
     )
 
@@ -163,7 +161,7 @@ def register_coco(name: str, json_file: str, image_root: str) -> str:
             cats = json.load(f).get("categories") or []
     except (OSError, json.JSONDecodeError) as e:
         raise ProposalsError(f"{json_file}: cannot read the dataset json ({e})") from e
-    if [c.get("name") for c in cats] == ["selective_search"]:
+    if is_proposals_categories(cats):
         raise ProposalsError(
             f"{json_file}: a proposals json has no labels; it is for pre-training, not for "
             f"fine-tuning or evaluation (dataset {name!r})"
@@ -181,5 +179,11 @@ def is_proposals_dataset(name: str) -> bool:
     if json_file and os.path.isfile(json_file):
         with open(json_file) as f:
             cats = json.load(f).get("categories") or []
-        return [c.get("name") for c in cats] == ["selective_search"]
+        return is_proposals_categories(cats)
     return False
+
+
+def is_proposals_categories(categories: List[Dict[str, Any]]) -> bool:
+    """Whether a COCO json's ``categories`` list is that of a proposals file (``selective_search``
+    alone)."""
+    return [c.get("name") for c in categories or []] == [CATEGORY["name"]]

@@ -636,9 +636,8 @@ def check_proposals(
     lies inside its image and passes the filter recorded in ``info`` at the image's fallback level.
 
     Raises:
-        ProposalsError: listing up to ``max_errors`` problems, each naming the json, the image and
-        the
-            box.
+        ProposalsError: listing up to ``max_errors`` problems, each naming the json, the image
+            and the box.
 
     Returns:
         ``{"num_images", "num_proposals"}`` when everything is right.

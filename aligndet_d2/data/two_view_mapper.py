@@ -3,7 +3,8 @@
 The image is read once; each view gets its own random resize, horizontal flip and one photometric
 op. There is no crop, so every proposal is visible in both views, and no box is ever dropped in one
 view only: both views' ``Instances`` hold the same boxes in the same order, with ``gt_ids`` holding
-each box's index in the image's proposal list.
+each box's index in the image's proposal list. A box under 1 px wide or high in either view (after
+clipping) is dropped from both.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
 from PIL import Image, ImageEnhance, ImageOps
 
-__all__ = ["PHOTOMETRIC_OPS", "RandomPhotometric", "TwoViewMapper", "photometric_op"]
+__all__ = [
+    "PHOTOMETRIC_OPS",
+    "PhotometricOpTransform",
+    "RandomPhotometric",
+    "TwoViewMapper",
+    "photometric_op",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +75,22 @@ def photometric_op(name: str, magnitude: int) -> Callable[[Image.Image], Image.I
     raise ValueError(f"unknown photometric op {name!r} (allowed: {PHOTOMETRIC_OPS})")
 
 
+class PhotometricOpTransform(T.PILColorTransform):
+    """One of :data:`PHOTOMETRIC_OPS` at a magnitude, as a Detectron2 transform (boxes unchanged).
+
+    Keeps ``name`` and ``magnitude``, so that the op a view received can be read back.
+    """
+
+    def __init__(self, name: str, magnitude: int):
+        super().__init__(photometric_op(name, magnitude))
+        self.name = name
+        self.magnitude = int(magnitude)
+
+
 class RandomPhotometric(T.Augmentation):
     """Applies one photometric op chosen uniformly, with a magnitude drawn uniformly from a range.
 
-    Boxes are left unchanged (the transform is a
+    Boxes are left unchanged (the transform is a :class:`PhotometricOpTransform`, a
     :class:`detectron2.data.transforms.PILColorTransform`). Expects a uint8 RGB image.
     """
 
@@ -90,7 +109,7 @@ class RandomPhotometric(T.Augmentation):
         m = np.random.randint(self.magnitude_range[0], self.magnitude_range[1] + 1)
         if op == "identity":
             return T.NoOpTransform()
-        return T.PILColorTransform(photometric_op(op, m))
+        return PhotometricOpTransform(op, m)
 
 
 class TwoViewMapper:
@@ -99,10 +118,12 @@ class TwoViewMapper:
     Works with ``build_detection_train_loader(mapper=TwoViewMapper(...))`` and aspect-ratio grouping
     (the output keeps the dataset dict's ``height`` / ``width``).
 
-    Output dict: the input's ``file_name``, ``image_id``, ``height``, ``width``, and ``views``: a
+    Output dict: the input's ``file_name``, ``image_id``, ``height``, ``width``, ``views``: a
     list of two dicts, each ``{"image": (C, H_v, W_v) uint8 tensor, "instances": Instances}`` whose
     instances hold ``gt_boxes`` (N boxes in the view's pixels), ``gt_ids`` ((N,) int64, the
-    proposal's index in the image's list, identical in both views) and ``gt_classes`` ((N,) zeros).
+    proposal's index in the image's list, identical in both views) and ``gt_classes`` ((N,)
+    zeros), and ``degenerate_boxes``: how many proposals were dropped from both views for being
+    under 1 px wide or high in one of them after clipping.
     """
 
     def __init__(
@@ -150,6 +171,7 @@ class TwoViewMapper:
         self.augmentations = T.AugmentationList(augs)
         self.image_format = image_format
         self.max_proposals = max_proposals
+        self._warned = False
 
     def _proposal_boxes(self, dataset_dict: Dict[str, Any]) -> np.ndarray:
         anns = dataset_dict["annotations"]
@@ -169,24 +191,44 @@ class TwoViewMapper:
             ) from e
         utils.check_image_size(dataset_dict, image)
         boxes = self._proposal_boxes(dataset_dict)
-        ids = torch.arange(len(boxes), dtype=torch.int64)
-        views = [self._view(image, boxes, ids) for _ in range(2)]
+        views = [self._view(image, boxes) for _ in range(2)]
+        # A box that clipping (or a downscale) leaves under 1 px wide or high is dropped in both
+        # views together, so that ids stay aligned: with Detectron2's low-quality matches, a
+        # zero-area ground-truth box would label every anchor with its id.
+        keep = np.ones(len(boxes), dtype=bool)
+        for _, b in views:
+            keep &= ((b[:, 2] - b[:, 0]) >= 1) & ((b[:, 3] - b[:, 1]) >= 1)
+        n_dropped = int((~keep).sum())
+        if n_dropped and not self._warned:
+            logger.warning(
+                f"{file_name}: {n_dropped} of {len(boxes)} proposals are under 1 px wide or high "
+                "in a view after resizing and clipping; they are dropped from both views (counted "
+                "in pretrain/degenerate_boxes; this warning is shown once per process)"
+            )
+            self._warned = True
+        ids = torch.arange(len(boxes), dtype=torch.int64)[torch.from_numpy(keep)]
         out = {k: dataset_dict[k] for k in ("file_name", "image_id", "height", "width")}
-        out["views"] = views
+        out["views"] = [self._view_dict(img, b[keep], ids) for img, b in views]
+        out["degenerate_boxes"] = n_dropped
         return out
 
-    def _view(self, image: np.ndarray, boxes: np.ndarray, ids: torch.Tensor) -> Dict[str, Any]:
+    def _view(self, image: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """One view: the augmented image in the model's format and its boxes, clipped."""
         aug_input = T.AugInput(image, boxes=boxes)
         self.augmentations(aug_input)
         img = aug_input.image
         if self.image_format == "BGR":
             img = img[:, :, ::-1]
         h, w = img.shape[:2]
-        inst = Instances((h, w))
-        gt_boxes = Boxes(torch.as_tensor(aug_input.boxes, dtype=torch.float32).reshape(-1, 4))
-        # Clip only (never filter): a box must stay in both views so its id has a key in the other.
-        gt_boxes.clip((h, w))
-        inst.gt_boxes = gt_boxes
+        b = np.asarray(aug_input.boxes, dtype=np.float32).reshape(-1, 4).copy()
+        b[:, 0::2] = b[:, 0::2].clip(0, w)
+        b[:, 1::2] = b[:, 1::2].clip(0, h)
+        return img, b
+
+    @staticmethod
+    def _view_dict(img: np.ndarray, boxes: np.ndarray, ids: torch.Tensor) -> Dict[str, Any]:
+        inst = Instances(img.shape[:2])
+        inst.gt_boxes = Boxes(torch.from_numpy(boxes))
         inst.gt_ids = ids.clone()
         inst.gt_classes = torch.zeros(len(ids), dtype=torch.int64)
         return {

@@ -5,6 +5,9 @@
 - runs on CPU when ``train.device`` asks for CUDA and there is none (with denormals flushed, without
   which CPU iterations slow down 3-10x as training proceeds); AMP only on GPU;
 - a :class:`~aligndet_d2.modeling.MomentumPair` model gets the momentum hook and is never evaluated;
+  its ``train.init_checkpoint`` (ImageNet backbone weights) is loaded into the online branch, which
+  the hook copies into the momentum branch before the first step (loading it into the pair would
+  match every ``.pkl`` key to both branches, an error in Detectron2's name matching);
 - checks before training: a proposals dataset cannot be fine-tuned on; a labelled dataset used for
   pre-training gives a warning (its boxes are the proposals); an aligndet export that does not fit
   the model is an error listing the mismatched modules (Detectron2's loader only warns);
@@ -33,6 +36,7 @@ from detectron2.engine import (
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from ..checkpoint.export import (
     EXPORT_MARKER,
@@ -46,7 +50,15 @@ from ..data.proposals import ProposalsError
 from ..modeling.momentum import MomentumPair
 from .hooks import MomentumUpdateHook, unwrap_model
 
-__all__ = ["build_trainer", "do_train", "do_test", "main", "run", "resolve_device"]
+__all__ = [
+    "build_trainer",
+    "do_train",
+    "do_test",
+    "load_init_checkpoint",
+    "main",
+    "run",
+    "resolve_device",
+]
 
 logger = logging.getLogger("detectron2")
 
@@ -127,6 +139,35 @@ def check_init_checkpoint(model: torch.nn.Module, path: str) -> Optional[str]:
     return table
 
 
+def load_init_checkpoint(model: torch.nn.Module, path: str) -> None:
+    """Loads ``train.init_checkpoint`` (not a resume) as Detectron2 does, into the right module.
+
+    A :class:`~aligndet_d2.modeling.MomentumPair` takes its initial weights in the online branch
+    only: Detectron2 matches the names of a ``.pkl`` (MSRA / Caffe2 or converted torchvision
+    weights, ``matching_heuristics``) by suffix, and ``res2.0.conv1.weight`` is a suffix of both
+    ``online.backbone.bottom_up.res2.0.conv1.weight`` and its ``momentum.`` twin, which Detectron2
+    refuses. :class:`~aligndet_d2.engine.hooks.MomentumUpdateHook` then copies the online branch
+    into the momentum one before the first step. A pre-training checkpoint (``online.*`` and
+    ``momentum.*`` keys) given as init weights is loaded whole.
+
+    Args:
+        model: the model, possibly inside DistributedDataParallel.
+        path: a local path or a Detectron2 URL (``detectron2://...``); empty: nothing is loaded.
+    """
+    target = unwrap_model(model)
+    if isinstance(target, MomentumPair) and not _is_pretraining_checkpoint(path):
+        DetectionCheckpointer(target.online).load(path, checkpointables=[])
+    else:
+        DetectionCheckpointer(model).load(path, checkpointables=[])
+
+
+def _is_pretraining_checkpoint(path: str) -> bool:
+    if not path or not path.endswith(".pth") or not os.path.isfile(path):
+        return False
+    state = load_checkpoint_file(path)["model"]
+    return any(k.startswith(("online.", "momentum.")) for k in state)
+
+
 def do_test(cfg, model) -> Dict[str, Any]:
     """Evaluates ``model`` with ``cfg.dataloader.test`` and ``cfg.dataloader.evaluator``."""
     if "evaluator" not in cfg.dataloader:
@@ -198,11 +239,13 @@ def build_trainer(args, cfg):
             ),
         ]
     )
-    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     if args.resume and checkpointer.has_checkpoint():
+        checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=True)
         # The checkpoint holds the iteration that was last run.
         start_iter = trainer.iter + 1
     else:
+        # A fresh run, or --resume with nothing to resume from: the initial weights.
+        load_init_checkpoint(model, cfg.train.init_checkpoint)
         start_iter = 0
     return trainer, checkpointer, start_iter
 
@@ -217,6 +260,8 @@ def main(args) -> Optional[Dict[str, Any]]:
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
     default_setup(cfg, args)
+    # default_setup sets up Detectron2's and fvcore's loggers; this package logs under its own name.
+    setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="aligndet_d2")
     if args.eval_only:
         device = resolve_device(cfg)
         model = instantiate(cfg.model)

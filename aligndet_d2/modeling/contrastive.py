@@ -6,25 +6,40 @@ negatives only. For each instance id ``i`` present among the online samples:
 
 - queries ``q``: the normalised online embeddings with id ``i`` (gradients flow);
 - keys ``p``: the normalised momentum embeddings with id ``i`` (the other view); when there are
-none,
-  the queries themselves serve as keys, not detached, as the reference does;
+  none, the queries themselves serve as keys, not detached, as the reference does;
 - negatives ``u``: every other sample of both views (other ids and background), detached.
 
 Every (query, key) pair is one row ``l = -log(exp(q.p/t) / (exp(q.p/t) + sum_u exp(q.u/t)))``;
 ``L_i`` is the mean over its rows and the loss is the mean of ``L_i`` over instances. (The paper's
 equation has a typo; this is what the reference code computes.)
+
+The loss runs in float32 with autocast off, whatever the caller's precision: under AMP the
+similarity matrix would otherwise be computed in float16 (bfloat16 on the CPU), whose 8-10 bit
+mantissa cannot separate cosines a few 1e-3 apart at temperature 0.5.
+
+Reading the loss: with ``N`` negatives per row, a model whose embeddings carry no information
+scores ``log(1 + N)`` (every similarity equal: the *chance* level), and one whose keys match
+exactly while the negatives are orthogonal scores ``log(1 + N e^(-1/t))`` (the *floor*, about the
+best reachable with many negatives). Both are returned with the loss, aggregated as it is.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+import math
+from typing import Dict, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.utils import comm
 from torch import nn
 
-__all__ = ["BACKGROUND_ID", "OTHER_DEVICE_ID", "box_contrastive_loss", "ProjectionMLP"]
+__all__ = [
+    "BACKGROUND_ID",
+    "OTHER_DEVICE_ID",
+    "ContrastiveSamples",
+    "box_contrastive_loss",
+    "ProjectionMLP",
+]
 
 # Ids are int64 and proposals are numbered from 0, so negative sentinels never collide with an id
 # (the reference uses 256 for the background, which a 257th proposal on one device collides with).
@@ -35,6 +50,25 @@ OTHER_DEVICE_ID = -2
 # Queries are processed in chunks of this many rows to bound the (queries x samples) similarity
 # matrices (the paper setting has up to 4096 ROIs per image).
 _CHUNK = 4096
+
+
+class ContrastiveSamples(NamedTuple):
+    """What a detector's pre-training forward hands to the contrastive loss.
+
+    Attributes:
+        emb: (K, D) embeddings (not normalised).
+        ids: (K,) int64 instance ids, :data:`BACKGROUND_ID` for background samples.
+        fixed: (K,) bool, the samples of the *fixed set*: one per proposal, chosen by the boxes'
+            geometry alone, not by what the model has learned (R-CNN: the pseudo-GT boxes used as
+            ROIs, never the RPN's proposals; RetinaNet: the proposal's sampled anchor of highest
+            IoU; FCOS: its sampled point of highest centerness). A loss over the fixed set is
+            comparable across iterations, the full loss is not (the R-CNN ROI set grows as the RPN
+            learns).
+    """
+
+    emb: torch.Tensor
+    ids: torch.Tensor
+    fixed: torch.Tensor
 
 
 class ProjectionMLP(nn.Sequential):
@@ -80,10 +114,10 @@ def box_contrastive_loss(
     temperature: float = 0.5,
     gather_negatives: bool = False,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    """Box-level contrastive loss between online and momentum samples.
+    """Box-level contrastive loss between online and momentum samples, in float32.
 
     Args:
-        q: (Nq, D) online embeddings (not normalised).
+        q: (Nq, D) online embeddings (not normalised), any floating dtype.
         q_ids: (Nq,) int64 instance ids, or :data:`BACKGROUND_ID`.
         k: (Nk, D) momentum embeddings of the other view.
         k_ids: (Nk,) int64 instance ids, or :data:`BACKGROUND_ID`.
@@ -92,10 +126,18 @@ def box_contrastive_loss(
             (each process holds other images, so they are never positives).
 
     Returns:
-        (scalar loss, metrics) where metrics holds ``accuracy``: the fraction of (query, key) rows,
-        keys from the other view only, whose key scores above every negative. The loss is 0
-        (connected to ``q``) when no online sample has an instance id.
+        (scalar float32 loss, metrics). The metrics are detached scalars: ``accuracy``, the
+        fraction of (query, key) rows, keys from the other view only, whose key scores above
+        every negative; ``chance`` and ``floor``, the loss at ``log(1 + N)`` and
+        ``log(1 + N e^(-1/t))`` per row for its ``N`` negatives, averaged as the loss is;
+        ``num_negatives``, the mean ``N`` over queries. The loss is 0 (connected to ``q``) when no
+        online sample has an instance id.
     """
+    with torch.autocast(device_type=q.device.type, enabled=False):
+        return _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives)
+
+
+def _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives):
     qn = F.normalize(q.float(), dim=1)
     kn = F.normalize(k.float().detach(), dim=1)
     pool, pool_ids = torch.cat([qn.detach(), kn]), torch.cat([q_ids, k_ids])
@@ -108,14 +150,20 @@ def box_contrastive_loss(
     Q, Q_ids = qn[fg], q_ids[fg]
     labels, inverse = torch.unique(Q_ids, return_inverse=True)
     if len(labels) == 0:
-        zero = q.sum() * 0.0
-        return zero, {"accuracy": zero.detach()}
+        zero = q.float().sum() * 0.0
+        nothing = zero.detach()
+        return zero, {k: nothing for k in ("accuracy", "chance", "floor", "num_negatives")}
 
     n_q = len(qn)  # the keys start at this column of the pool
-    row_sum = Q.new_zeros(len(Q))  # sum over a query's rows
-    row_cnt = Q.new_zeros(len(Q))
+    # Negatives per query: the pool minus the samples of its own id (every query is in the pool).
+    pool_uniq, pool_counts = torch.unique(pool_ids, return_counts=True)
+    n_neg_all = (len(pool) - pool_counts[torch.searchsorted(pool_uniq, Q_ids)]).float()
+    # Per query: the sums over its rows of the loss, of the chance and floor levels, and the count.
+    row_stats = Q.new_zeros(len(Q), 4)
+    n_neg_sum = Q.new_zeros(())
     correct = Q.new_zeros(())
     n_cross = Q.new_zeros(())
+    floor_factor = math.exp(-1.0 / temperature)
     for s in range(0, len(Q), _CHUNK):
         qc, idc = Q[s : s + _CHUNK], Q_ids[s : s + _CHUNK]
         # Similarities to every sample of both views; gradients flow through the query side only.
@@ -136,16 +184,32 @@ def box_contrastive_loss(
             pair_sim = torch.cat([pair_sim, (qc[a2] * Q[b2]).sum(dim=1) / temperature])
         # -log(e^s / (e^s + e^n)) = softplus(n - s); no negatives at all gives 0.
         rows = F.softplus(neg_lse[a] - pair_sim)
-        row_sum = row_sum.index_add(0, a + s, rows)
-        row_cnt = row_cnt.index_add(0, a + s, torch.ones_like(rows))
+        with torch.no_grad():
+            n_neg = n_neg_all[s : s + _CHUNK]
+            levels = torch.stack(
+                [
+                    torch.log1p(n_neg[a]),
+                    torch.log1p(n_neg[a] * floor_factor),
+                    torch.ones_like(rows),
+                ],
+                dim=1,
+            )
+            n_neg_sum += n_neg.sum()
+        row_stats = row_stats.index_add(0, a + s, torch.cat([rows[:, None], levels], dim=1))
         with torch.no_grad():
             max_neg = neg.max(dim=1).values
             n_key = len(b)
             correct += (pair_sim[:n_key] > max_neg[a[:n_key]]).sum()
             n_cross += n_key
 
-    per_id_sum = Q.new_zeros(len(labels)).index_add(0, inverse, row_sum)
-    per_id_cnt = Q.new_zeros(len(labels)).index_add(0, inverse, row_cnt)
-    loss = (per_id_sum / per_id_cnt).mean()
-    accuracy = correct / n_cross.clamp(min=1)
-    return loss, {"accuracy": accuracy}
+    per_id = Q.new_zeros(len(labels), 4).index_add(0, inverse, row_stats)
+    per_id_mean = per_id[:, :3] / per_id[:, 3:]  # loss, chance, floor: mean over an id's rows
+    loss = per_id_mean[:, 0].mean()
+    levels = per_id_mean[:, 1:].detach().mean(dim=0)
+    metrics = {
+        "accuracy": correct / n_cross.clamp(min=1),
+        "chance": levels[0],
+        "floor": levels[1],
+        "num_negatives": n_neg_sum / len(Q),
+    }
+    return loss, metrics

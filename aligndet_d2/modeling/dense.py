@@ -12,12 +12,11 @@ level-major but the labels image-major, which pairs embeddings with other images
 device holds two images.)
 
 Differences of the FCOS pre-training from the reference (which uses MMDetection's FCOS):
-Detectron2's
-assignment (centre sampling with radius 1.5 and scale ranges of 4-8 strides per level, where the
-reference has no centre sampling and fixed regression ranges 64/128/256/512), Detectron2's GIoU box
-loss (the reference: -log IoU weighted by the centerness target) and centerness BCE, both normalised
-by the number of sampled positives, and the centerness branch on the box tower (the reference has it
-on the classification tower).
+Detectron2's assignment (centre sampling with radius 1.5 and scale ranges of 4-8 strides per level,
+where the reference has no centre sampling and fixed regression ranges 64/128/256/512), Detectron2's
+GIoU box loss (the reference: -log IoU weighted by the centerness target) and centerness BCE, both
+normalised by the number of sampled positives, and the centerness branch on the box tower (the
+reference has it on the classification tower).
 """
 
 from __future__ import annotations
@@ -33,17 +32,19 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.modeling.meta_arch.fcos import FCOSHead
 from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
 from detectron2.structures import Boxes, Instances, pairwise_iou
-from detectron2.utils.events import get_event_storage
+from detectron2.structures.boxes import matched_pairwise_iou
 from torch import nn
 from torch.nn import functional as F
 
-from .contrastive import BACKGROUND_ID
+from ..utils.events import put_scalar
+from .contrastive import BACKGROUND_ID, ContrastiveSamples
 
 __all__ = [
     "AlignDetRetinaNet",
     "AlignDetFCOS",
     "ContrastiveRetinaNetHead",
     "ContrastiveFCOSHead",
+    "best_per_id",
     "sample_dense",
 ]
 
@@ -54,16 +55,16 @@ class _ProjectionHeadMixin:
     """What the two contrastive heads share: the projection's last 1x1 layer runs only where needed.
 
     Pre-training samples a few thousand anchors / points per view; applying the projection's last
-    (widest) layer to every location of every level would be wasted work. ``embed_features`` runs the
-    tower and the projection up to its last layer on the whole maps; ``embed_at`` applies the last
-    layer at the sampled anchors only, which gives the same embeddings as the full maps there.
+    (widest) layer to every location of every level would be wasted work. ``embed_features`` runs
+    the tower and the projection up to its last layer on the whole maps; ``embed_at`` applies the
+    last layer at the sampled anchors only, which gives the same embeddings as the full maps there.
     """
 
     embed_dim: int
     num_anchors: int
 
     def embed_features(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
-        """Per level ``(N, C, H, W)``: the classification tower and all but the last projection layer."""
+        """Per level ``(N, C, H, W)``: the tower, then the projection without its last layer."""
         return [self.projector[:-1](self.cls_subnet(x)) for x in features]
 
     def embed_at(self, feats: List[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
@@ -71,8 +72,8 @@ class _ProjectionHeadMixin:
 
         Args:
             feats: the output of :meth:`embed_features`.
-            index: (K,) int64 indices into the batch's anchors flattened image-major, then level, then
-                (H, W, A) (Detectron2's anchor order).
+            index: (K,) int64 indices into the batch's anchors flattened image-major, then level,
+                then (H, W, A) (Detectron2's anchor order).
 
         Returns:
             (K, embed_dim) embeddings.
@@ -97,9 +98,13 @@ class _ProjectionHeadMixin:
                     rows_all.append(rows[sel])
                     values.append(v[sel] @ weight[a].T + bias[a])
             start += size
-        out = feats[0].new_zeros(len(index), d)
-        if rows_all:
-            out = out.index_put((torch.cat(rows_all),), torch.cat(values))
+        if not rows_all:
+            return feats[0].new_zeros(0, d)
+        values = torch.cat(values)
+        # In the dtype of the values (float32 when the bias addition promotes them under autocast),
+        # not of the features: index_put refuses a mismatch.
+        out = values.new_empty(len(index), d)
+        out[torch.cat(rows_all)] = values  # every index lies in exactly one level and anchor
         return out
 
     def forward(self, features: List[torch.Tensor]):
@@ -199,6 +204,30 @@ def sample_dense(ids: torch.Tensor, num: int, valid: torch.Tensor = None) -> tor
     return torch.cat([pos, neg])
 
 
+def best_per_id(ids: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
+    """For each id >= 0, its sample of highest quality (the first of them on a tie).
+
+    Args:
+        ids: (K,) int64 ids, ``BACKGROUND_ID`` for background.
+        quality: (K,) float scores.
+
+    Returns:
+        (K,) bool, True at one sample per id present.
+    """
+    out = torch.zeros_like(ids, dtype=torch.bool)
+    pos = torch.nonzero(ids >= 0).squeeze(1)
+    if not len(pos):
+        return out
+    _, inverse = torch.unique(ids[pos], return_inverse=True)
+    n = int(inverse.max()) + 1
+    q = quality[pos].float()
+    best = q.new_full((n,), float("-inf")).scatter_reduce(0, inverse, q, "amax")
+    tied = q == best[inverse]
+    first = pos.new_full((n,), len(ids)).scatter_reduce(0, inverse[tied], pos[tied], "amin")
+    out[first[first < len(ids)]] = True  # an id whose qualities are all NaN has none
+    return out
+
+
 class _DensePretrainMixin:
     """``forward_pretrain`` of the dense detectors; subclasses label anchors and compute losses."""
 
@@ -216,18 +245,26 @@ class _DensePretrainMixin:
                     "samples only (counted as pretrain/images_without_positives)"
                 )
             self.images_without_positives += empty
-        try:
-            get_event_storage().put_scalar(
-                "pretrain/images_without_positives",
-                self.images_without_positives,
-                smoothing_hint=False,
+        put_scalar(
+            "pretrain/images_without_positives", self.images_without_positives, smoothing_hint=False
+        )
+
+    def forward(self, batched_inputs: List[Dict]):
+        # Detectron2's dense forward would train on labels, or at inference reshape the embeddings
+        # as class logits and fail with a shape error: neither means anything here.
+        if self.training:
+            raise RuntimeError(
+                f"{type(self).__name__} trains inside MomentumPair (its forward_pretrain); to "
+                "train a detector with labels, export the checkpoint and use a fine-tune config"
             )
-        except AssertionError:  # outside a trainer (tests)
-            pass
+        raise NotImplementedError(
+            "a pre-training dense head has no class scores: export the checkpoint "
+            "(tools/export.py) and fine-tune it"
+        )
 
     def forward_pretrain(
         self, batched_inputs: List[Dict], with_losses: bool = True
-    ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    ) -> Tuple[Dict[str, torch.Tensor], ContrastiveSamples]:
         """
         Args:
             batched_inputs: per image ``{"image", "instances"}`` with ``gt_boxes`` and batch-unique
@@ -235,7 +272,10 @@ class _DensePretrainMixin:
             with_losses: compute the box losses (the momentum branch does not need them).
 
         Returns:
-            (losses, (K, D) embeddings, (K,) ids) of the sampled anchors / points of all images.
+            (losses, samples): the sampled anchors / points of all images, K in all, with (K, D)
+            embeddings, (K,) ids and, as the fixed set, each proposal's best sampled positive
+            (:meth:`match_quality`): one sample per proposal, as R-CNN's pseudo-GT boxes, chosen
+            by the boxes' geometry alone, not by the model.
         """
         images = self.preprocess_image(batched_inputs)
         gt = [x["instances"].to(self.device) for x in batched_inputs]
@@ -247,13 +287,17 @@ class _DensePretrainMixin:
         keep = self._sample(ids, valid)  # flat indices into N * R, image-major
         emb = self.head.embed_at(self.head.embed_features(features), keep)
         flat_ids = ids.reshape(-1)[keep]
+        n_anchors = ids.shape[1]
+        quality = self.match_quality(
+            Boxes.cat(anchors).tensor[keep % n_anchors], boxes.reshape(-1, 4)[keep]
+        )
         losses = {}
         if with_losses:
             pos = torch.zeros_like(ids, dtype=torch.bool).reshape(-1)
             pos[keep[flat_ids >= 0]] = True
             box_outputs = self.head.box_outputs(features)
             losses = self.pretrain_box_losses(anchors, box_outputs, boxes, pos.reshape(ids.shape))
-        return losses, emb, flat_ids
+        return losses, ContrastiveSamples(emb, flat_ids, best_per_id(flat_ids, quality))
 
 
 class AlignDetRetinaNet(_DensePretrainMixin, RetinaNet):
@@ -270,7 +314,6 @@ class AlignDetRetinaNet(_DensePretrainMixin, RetinaNet):
             samples_per_image: anchors sampled per image (positives first).
             kwargs: arguments of :class:`RetinaNet` (``num_classes`` is unused).
         """
-        kwargs.setdefault("num_classes", 1)
         super().__init__(**kwargs)
         self.samples_per_image = samples_per_image
         self.images_without_positives = 0
@@ -305,9 +348,14 @@ class AlignDetRetinaNet(_DensePretrainMixin, RetinaNet):
             [sample_dense(ids[i], self.samples_per_image, valid[i]) + i * r for i in range(n)]
         )
 
+    @torch.no_grad()
+    def match_quality(self, anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """(K,) IoU of each anchor (K, 4) with its matched box (K, 4): the anchor matching best."""
+        return matched_pairwise_iou(Boxes(anchors), Boxes(boxes))
+
     def pretrain_box_losses(self, anchors, box_outputs, boxes, pos):
-        """L1 on the deltas of the sampled positives, averaged over them."""
-        deltas = [permute_to_N_HWA_K(x, 4) for x in box_outputs[0]]
+        """L1 on the deltas of the sampled positives, averaged over them (in float32)."""
+        deltas = [permute_to_N_HWA_K(x, 4).float() for x in box_outputs[0]]
         loss = _dense_box_regression_loss(
             anchors,
             self.box2box_transform,
@@ -319,11 +367,6 @@ class AlignDetRetinaNet(_DensePretrainMixin, RetinaNet):
         )
         return {"loss_box_reg": loss / max(int(pos.sum()), 1)}
 
-    def forward(self, batched_inputs):
-        if self.training:
-            raise RuntimeError("AlignDetRetinaNet trains inside MomentumPair (forward_pretrain)")
-        return super().forward(batched_inputs)
-
 
 class AlignDetFCOS(_DensePretrainMixin, FCOS):
     """FCOS with the pre-training forward of :class:`~.momentum.MomentumPair`.
@@ -334,7 +377,6 @@ class AlignDetFCOS(_DensePretrainMixin, FCOS):
     """
 
     def __init__(self, *, samples_per_view: int = 2048, **kwargs):
-        kwargs.setdefault("num_classes", 1)
         super().__init__(**kwargs)
         self.samples_per_view = samples_per_view
         self.images_without_positives = 0
@@ -361,21 +403,27 @@ class AlignDetFCOS(_DensePretrainMixin, FCOS):
     def _sample(self, ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return sample_dense(ids.reshape(-1), self.samples_per_view, valid.reshape(-1))
 
+    @torch.no_grad()
+    def match_quality(self, anchors: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """(K,) FCOS centerness of each point (anchors (K, 4)) in its matched box (K, 4): the
+        point nearest the box's centre scores highest. Background rows give NaN (unused)."""
+        return self.compute_ctrness_targets([Boxes(anchors)], [boxes])[0]
+
     def pretrain_box_losses(self, anchors, box_outputs, boxes, pos):
-        """Detectron2's FCOS GIoU and centerness losses on the sampled positives, averaged over them."""
-        deltas = [permute_to_N_HWA_K(x, 4) for x in box_outputs[0]]
+        """Detectron2's FCOS GIoU and centerness losses on the sampled positives, averaged.
+
+        In float32: under autocast the decoded boxes would be half precision and the ground truth
+        float32, which fvcore's GIoU loss cannot mix (an ``index_put`` dtype error).
+        """
+        deltas = [permute_to_N_HWA_K(x, 4).float() for x in box_outputs[0]]
         normalizer = max(int(pos.sum()), 1)
         loss_loc = _dense_box_regression_loss(
             anchors, self.box2box_transform, deltas, list(boxes), pos, box_reg_loss_type="giou"
         )
         ctr_targets = self.compute_ctrness_targets(anchors, list(boxes))  # (N, R)
-        ctr_pred = torch.cat([permute_to_N_HWA_K(x, 1) for x in box_outputs[1]], dim=1).squeeze(2)
+        ctr_pred = torch.cat([permute_to_N_HWA_K(x, 1).float() for x in box_outputs[1]], dim=1)
+        ctr_pred = ctr_pred.squeeze(2)
         loss_ctr = F.binary_cross_entropy_with_logits(
             ctr_pred[pos], ctr_targets[pos], reduction="sum"
         )
         return {"loss_fcos_loc": loss_loc / normalizer, "loss_fcos_ctr": loss_ctr / normalizer}
-
-    def forward(self, batched_inputs):
-        if self.training:
-            raise RuntimeError("AlignDetFCOS trains inside MomentumPair (forward_pretrain)")
-        return super().forward(batched_inputs)

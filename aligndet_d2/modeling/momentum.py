@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import torch
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
+from ..utils.events import discarded_metrics
 from .contrastive import box_contrastive_loss
 
-__all__ = ["MomentumPair", "cosine_momentum", "make_ids_unique"]
+__all__ = ["MomentumPair", "cosine_momentum", "initial_weight_share", "make_ids_unique"]
 
 
 def cosine_momentum(iteration: int, max_iter: int, base: float = 0.996, end: float = 1.0) -> float:
@@ -27,28 +28,65 @@ def cosine_momentum(iteration: int, max_iter: int, base: float = 0.996, end: flo
     return end - (end - base) * (math.cos(math.pi * iteration / max_iter) + 1) / 2
 
 
-def make_ids_unique(views: List[List[Dict]]) -> None:
+def initial_weight_share(max_iter: int, base: float = 0.996, end: float = 1.0) -> float:
+    """The weight of the momentum detector's step-0 value in its value after ``max_iter`` updates.
+
+    After the update of iteration k the momentum weights are ``m_k theta_k + (1 - m_k) theta_q``,
+    so the step-0 weights (random init for the neck and heads) keep a share ``prod_k m_k`` of the
+    average: about ``exp(-(1 - base) K / 2)`` for the cosine schedule. The paper's schedule (0.996
+    over 88716 iterations) leaves nothing of it; a short run at 0.996 leaves most of it.
+    """
+    if max_iter <= 0:
+        return 1.0
+    ms = [cosine_momentum(k, max_iter, base, end) for k in range(max_iter)]
+    return math.exp(sum(math.log(m) for m in ms)) if min(ms) > 0 else 0.0
+
+
+def make_ids_unique(views: List[List[Dict]], file_names: Optional[List[str]] = None) -> None:
     """Offsets each image's ``gt_ids`` so that ids are unique in the batch and equal across views.
 
     Args:
         views: per view, the list of per-image dicts with ``instances.gt_ids`` (modified in place).
+        file_names: per image, its file, for the error message.
+
+    Raises:
+        ValueError: when the views of an image do not hold the same ids in the same order (the
+            contrastive loss would then pair boxes that are not the same proposal).
     """
     offset = 0
-    for per_view in zip(*views):
-        n = len(per_view[0]["instances"])
+    for i, per_view in enumerate(zip(*views)):
+        ids = [d["instances"].gt_ids for d in per_view]
+        for other in ids[1:]:
+            if len(other) != len(ids[0]) or not torch.equal(other, ids[0]):
+                name = file_names[i] if file_names else f"image {i} of the batch"
+                how = "in another order" if len(other) == len(ids[0]) else "another number of"
+                raise ValueError(
+                    f"{name}: the two views hold {how} proposals ({len(ids[0])} and "
+                    f"{len(other)} ids); a box must be kept or dropped in both views together "
+                    "(TwoViewMapper does this)"
+                )
         for d in per_view:
             d["instances"].gt_ids = d["instances"].gt_ids + offset
-        offset += n
+        # Ids are indices into the image's proposal list, with gaps where a box was dropped.
+        offset += int(ids[0].max()) + 1 if len(ids[0]) else 0
 
 
 class MomentumPair(nn.Module):
     """Online detector + momentum copy; ``forward`` returns the pre-training losses.
 
-    The detector must implement ``forward_pretrain(batched_inputs, with_losses) -> (losses, emb,
-    ids)`` (see :class:`~aligndet_d2.modeling.rcnn.AlignDetRCNN`). The state dict holds both
-    branches (``online.*`` and ``momentum.*``); loading a plain detector checkpoint (keys without
-    either prefix, such as ImageNet backbone weights) loads it into the online branch, and the
-    momentum hook copies the online branch into the momentum one before the first step.
+    The detector must implement ``forward_pretrain(batched_inputs, with_losses) -> (losses,
+    ContrastiveSamples)`` (see :class:`~aligndet_d2.modeling.rcnn.AlignDetRCNN`). The state dict
+    holds both branches (``online.*`` and ``momentum.*``). Initial weights (ImageNet backbone) are
+    loaded into the online branch (``train_net.py`` does it), and the momentum hook copies the
+    online branch into the momentum one before the first step.
+
+    Besides the losses it logs, per iteration: ``con_acc`` (the contrastive accuracy),
+    ``con/chance`` and ``con/floor`` (the levels of :func:`box_contrastive_loss` for the loss
+    ``loss_con``), ``con/num_queries``, ``con/num_negatives``, the same four over the fixed set
+    (``con_fixed/loss``, ``con_fixed/acc``, ``con_fixed/chance``, ``con_fixed/floor``: see
+    :class:`ContrastiveSamples`; comparable across iterations, unlike ``loss_con``) and
+    ``pretrain/degenerate_boxes`` (boxes dropped by the mapper so far). Only the online branch's
+    metrics are logged.
     """
 
     def __init__(
@@ -67,9 +105,14 @@ class MomentumPair(nn.Module):
             loss_weight: weight of the contrastive loss.
             gather_negatives: add the momentum embeddings of every other process as negatives
                 (the reference uses each device's own samples only).
-            base_momentum: momentum at the first iteration (cosine schedule to 1.0).
+            base_momentum: momentum at the first iteration, cosine schedule to 1.0 at the last.
+                The paper's 0.996 suits its 88k iterations; a short run needs a lower value,
+                or most of the momentum detector is still its initialisation at the end (the
+                trainer prints the share, :func:`initial_weight_share`).
         """
         super().__init__()
+        if not 0.0 <= base_momentum <= 1.0:
+            raise ValueError(f"base_momentum={base_momentum} (allowed: 0 <= base_momentum <= 1)")
         self.online = detector
         self.momentum = copy.deepcopy(detector)
         for p in self.momentum.parameters():
@@ -78,7 +121,7 @@ class MomentumPair(nn.Module):
         self.loss_weight = loss_weight
         self.gather_negatives = gather_negatives
         self.base_momentum = base_momentum
-        self._register_load_state_dict_pre_hook(self._load_plain_detector)
+        self.degenerate_boxes = 0  # dropped by the mapper, since this process started
 
     @property
     def device(self) -> torch.device:
@@ -104,8 +147,8 @@ class MomentumPair(nn.Module):
         if pairs:
             ks, qs = zip(*pairs)
             torch._foreach_lerp_(list(ks), list(qs), 1.0 - m)
-        # The reference leaves buffers as loaded; copying them keeps the copy's norm statistics equal
-        # to the online ones (the same thing here, every norm layer being frozen or GroupNorm).
+        # The reference leaves buffers as loaded; copying them keeps the copy's norm statistics
+        # equal to the online ones (the same here: every norm layer is frozen or GroupNorm).
         for bq, bk in zip(self.online.buffers(), self.momentum.buffers()):
             bk.copy_(bq)
 
@@ -113,7 +156,7 @@ class MomentumPair(nn.Module):
         """
         Args:
             batched_inputs: outputs of :class:`~aligndet_d2.data.TwoViewMapper`, each with
-            ``views``.
+                ``views``.
 
         Returns:
             dict of losses: ``loss_con`` and the online detector's regression losses.
@@ -127,18 +170,43 @@ class MomentumPair(nn.Module):
         for per_view in views:
             for d in per_view:
                 d["instances"] = d["instances"].to(self.device)
-        make_ids_unique(views)
-        with torch.no_grad():
-            _, k, k_ids = self.momentum.forward_pretrain(views[1], with_losses=False)
-        losses, q, q_ids = self.online.forward_pretrain(views[0], with_losses=True)
+        make_ids_unique(views, [d.get("file_name", "?") for d in batched_inputs])
+        # The momentum branch runs the same Detectron2 code, which writes metrics of its own (the
+        # RPN's anchor counts, ...): those are discarded, so every logged value is the online one.
+        with torch.no_grad(), discarded_metrics():
+            _, keys = self.momentum.forward_pretrain(views[1], with_losses=False)
+        losses, queries = self.online.forward_pretrain(views[0], with_losses=True)
         loss_con, metrics = box_contrastive_loss(
-            q, q_ids, k, k_ids, self.temperature, self.gather_negatives
+            queries.emb, queries.ids, keys.emb, keys.ids, self.temperature, self.gather_negatives
         )
         losses["loss_con"] = loss_con * self.loss_weight
         self._check_finite(losses)
+        with torch.no_grad():
+            fixed_loss, fixed = box_contrastive_loss(
+                queries.emb[queries.fixed],
+                queries.ids[queries.fixed],
+                keys.emb[keys.fixed],
+                keys.ids[keys.fixed],
+                self.temperature,
+            )
+        self.degenerate_boxes += sum(int(d.get("degenerate_boxes", 0)) for d in batched_inputs)
         storage = get_event_storage()
-        storage.put_scalar("con_acc", metrics["accuracy"].item())
-        storage.put_scalar("con/num_queries", float((q_ids >= 0).sum()))
+        storage.put_scalars(
+            con_acc=metrics["accuracy"].item(),
+            **{
+                "con/chance": metrics["chance"].item(),
+                "con/floor": metrics["floor"].item(),
+                "con/num_queries": float((queries.ids >= 0).sum()),
+                "con/num_negatives": metrics["num_negatives"].item(),
+                "con_fixed/loss": fixed_loss.item(),
+                "con_fixed/acc": fixed["accuracy"].item(),
+                "con_fixed/chance": fixed["chance"].item(),
+                "con_fixed/floor": fixed["floor"].item(),
+            },
+        )
+        storage.put_scalar(
+            "pretrain/degenerate_boxes", float(self.degenerate_boxes), smoothing_hint=False
+        )
         return losses
 
     @staticmethod
@@ -150,12 +218,3 @@ class MomentumPair(nn.Module):
                 f"non-finite pre-training loss at iteration {get_event_storage().iter}: "
                 + ", ".join(f"{k} = {v}" for k, v in bad.items())
             )
-
-    def _load_plain_detector(self, state_dict, prefix, *args, **kwargs):
-        # A checkpoint of a plain detector (no online./momentum. keys, e.g. ImageNet weights
-        # converted for Detectron2) goes into the online branch.
-        keys = [k for k in state_dict if k.startswith(prefix)]
-        branch = (prefix + "online.", prefix + "momentum.")
-        if keys and not any(k.startswith(branch) for k in keys):
-            for k in keys:
-                state_dict[prefix + "online." + k[len(prefix) :]] = state_dict.pop(k)

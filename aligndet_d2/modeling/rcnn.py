@@ -1,8 +1,7 @@
 """Faster/Mask R-CNN for box-domain pre-training (DESIGN.md 2.4).
 
 - :class:`AlignDetRCNN`: Detectron2's ``GeneralizedRCNN`` with a pre-training forward that returns
-the
-  regression losses, the ROI embeddings and their instance ids.
+  the regression losses, the ROI embeddings and their instance ids.
 - :class:`ContrastiveROIHeads`: ROI candidates are the RPN proposals plus the pseudo-GT boxes; only
   those with IoU >= 0.5 to a pseudo-GT box are kept (foreground only, no negatives), at most
   ``batch_size_per_image`` per image, each labelled with the batch-unique id of its box.
@@ -10,7 +9,7 @@ the
   class-agnostic.
 
 The RPN is Detectron2's own, configured with the proposals as ground truth (4096 anchors per image,
-positive fraction 1.0, IoU 0.7 / 0.3, L1 box loss): see ``configs/common/pretrain_rcnn.py``.
+positive fraction 1.0, IoU 0.7 / 0.3, L1 box loss): see ``configs/pretrain_box_faster_rcnn.py``.
 """
 
 from __future__ import annotations
@@ -24,9 +23,9 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
 from detectron2.modeling.roi_heads import FastRCNNOutputLayers
 from detectron2.structures import Instances, pairwise_iou
-from detectron2.utils.events import get_event_storage
 
-from .contrastive import ProjectionMLP
+from ..utils.events import put_scalar
+from .contrastive import ContrastiveSamples, ProjectionMLP
 
 __all__ = ["AlignDetRCNN", "ContrastiveROIHeads", "ContrastiveOutputLayers"]
 
@@ -110,12 +109,11 @@ class ContrastiveROIHeads(StandardROIHeads):
         """
         Args:
             always_keep_gt: when an image has more foreground ROIs than the cap, keep every
-            pseudo-GT
-                box first so that each id has a key in the other view (CPU configs, with few ROIs);
-                otherwise sample uniformly among all foreground ROIs, as the reference does.
+                pseudo-GT box first so that each id has a key in the other view (CPU configs, with
+                few ROIs); otherwise sample uniformly among all foreground ROIs, as the reference
+                does.
             kwargs: arguments of :class:`StandardROIHeads`.
         """
-        kwargs.setdefault("positive_fraction", 1.0)
         super().__init__(**kwargs)
         self.always_keep_gt = always_keep_gt
 
@@ -131,32 +129,29 @@ class ContrastiveROIHeads(StandardROIHeads):
 
         Returns:
             per image, at most ``batch_size_per_image`` ROIs with ``proposal_boxes``, ``gt_boxes``
-            (matched pseudo-GT box) and ``gt_ids`` (its id).
+            (matched pseudo-GT box), ``gt_ids`` (its id) and ``is_gt`` (True for a pseudo-GT box
+            itself, False for an RPN proposal).
         """
         n_rpn = [len(p) for p in proposals]
         # d2 appends the GT boxes at the end of each image's proposals.
         proposals = add_ground_truth_to_proposals(targets, proposals)
         out, num_fg = [], []
         for p, t, n in zip(proposals, targets, n_rpn):
-            if len(t) == 0:
-                out.append(p[:0])
-                num_fg.append(0)
-                continue
-            iou = pairwise_iou(t.gt_boxes, p.proposal_boxes)
-            matched_idxs, matched_labels = self.proposal_matcher(iou)
-            fg = torch.nonzero(matched_labels == 1).squeeze(1)
-            fg = self._sample(fg, n, p.proposal_boxes.device)
+            if len(t) == 0:  # every box of the image was dropped (degenerate in a view)
+                fg = torch.zeros(0, dtype=torch.int64, device=p.proposal_boxes.device)
+                matched_idxs = fg
+            else:
+                iou = pairwise_iou(t.gt_boxes, p.proposal_boxes)
+                matched_idxs, matched_labels = self.proposal_matcher(iou)
+                fg = torch.nonzero(matched_labels == 1).squeeze(1)
+                fg = self._sample(fg, n, p.proposal_boxes.device)
             roi = p[fg]
             roi.gt_boxes = t.gt_boxes[matched_idxs[fg]]
             roi.gt_ids = t.gt_ids[matched_idxs[fg]]
+            roi.is_gt = fg >= n
             out.append(roi)
             num_fg.append(len(roi))
-        try:
-            get_event_storage().put_scalar(
-                "roi_head/num_fg_samples", sum(num_fg) / max(len(num_fg), 1)
-            )
-        except AssertionError:  # called outside a trainer (tests)
-            pass
+        put_scalar("roi_head/num_fg_samples", sum(num_fg) / max(len(num_fg), 1))
         return out
 
     def _sample(self, fg: torch.Tensor, n_rpn: int, device) -> torch.Tensor:
@@ -177,7 +172,7 @@ class ContrastiveROIHeads(StandardROIHeads):
         proposals: List[Instances],
         targets: List[Instances],
         with_losses: bool = True,
-    ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    ) -> Tuple[Dict[str, torch.Tensor], ContrastiveSamples]:
         """
         Args:
             features: FPN features.
@@ -186,15 +181,17 @@ class ContrastiveROIHeads(StandardROIHeads):
             with_losses: compute the box regression loss (the momentum branch does not need it).
 
         Returns:
-            (losses, (R, D) embeddings, (R,) int64 ids) over the sampled ROIs of all images.
+            (losses, samples): the samples are the sampled ROIs of all images, R in all, with
+            (R, D) embeddings, (R,) int64 ids and, as the fixed set, the pseudo-GT boxes.
         """
         rois = self.label_and_sample_proposals(proposals, targets)
         feats = [features[f] for f in self.box_in_features]
         box_features = self.box_head(self.box_pooler(feats, [r.proposal_boxes for r in rois]))
         predictions = self.box_predictor(box_features)
-        ids = cat([r.gt_ids for r in rois]) if rois else predictions[0].new_zeros(0).long()
+        ids = cat([r.gt_ids for r in rois])
+        is_gt = cat([r.is_gt for r in rois])
         losses = self.box_predictor.losses(predictions, rois) if with_losses else {}
-        return losses, predictions[0], ids
+        return losses, ContrastiveSamples(predictions[0], ids, is_gt)
 
 
 class AlignDetRCNN(GeneralizedRCNN):
@@ -206,7 +203,7 @@ class AlignDetRCNN(GeneralizedRCNN):
 
     def forward_pretrain(
         self, batched_inputs: List[Dict], with_losses: bool = True
-    ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
+    ) -> Tuple[Dict[str, torch.Tensor], ContrastiveSamples]:
         """
         Args:
             batched_inputs: per image ``{"image": (C, H, W) tensor, "instances": Instances}`` with
@@ -214,24 +211,23 @@ class AlignDetRCNN(GeneralizedRCNN):
             with_losses: compute the RPN and box regression losses.
 
         Returns:
-            (losses, (R, D) embeddings, (R,) ids): regression losses of the RPN and the box head,
-            and the ROI embeddings with the instance ids of their boxes.
+            (losses, samples): regression losses of the RPN and the box head, and the ROI
+            embeddings with the instance ids of their boxes (:class:`ContrastiveSamples`).
         """
         images = self.preprocess_image(batched_inputs)
         targets = [x["instances"].to(self.device) for x in batched_inputs]
         features = self.backbone(images.tensor)
         proposals, rpn_losses = self.proposal_generator(images, features, targets)
-        roi_losses, emb, ids = self.roi_heads.forward_pretrain(
+        roi_losses, samples = self.roi_heads.forward_pretrain(
             features, proposals, targets, with_losses
         )
         losses = {**rpn_losses, **roi_losses} if with_losses else {}
-        return losses, emb, ids
+        return losses, samples
 
     def forward(self, batched_inputs: List[Dict]):
         if self.training:
             raise RuntimeError(
                 "AlignDetRCNN trains inside MomentumPair (its forward_pretrain); to train a "
-                "detector "
-                "with labels, export the checkpoint and use a fine-tune config"
+                "detector with labels, export the checkpoint and use a fine-tune config"
             )
         return super().forward(batched_inputs)
