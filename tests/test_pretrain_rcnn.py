@@ -146,6 +146,20 @@ def test_five_steps_on_a_fixed_batch_lower_the_loss_and_align_the_boxes(cfg, fix
     assert last["con_acc"] >= 0.5, logged
 
 
+def test_an_image_whose_boxes_were_all_dropped_trains_with_the_others(cfg, fixed_batch):
+    # The mapper drops a box from both views when it is degenerate in one; all of an image's may go.
+    batch = [dict(d, views=[dict(v) for v in d["views"]]) for d in fixed_batch]
+    for v in batch[1]["views"]:
+        v["instances"] = v["instances"][:0]
+    pair = instantiate(cfg.model).train()
+    with EventStorage() as storage:
+        losses = pair(batch)
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    n_first = len(batch[0]["views"][0]["instances"])
+    # The first image still trains: each of its pseudo-GT boxes is a ROI, so a query.
+    assert storage.latest()["con/num_queries"][0] >= n_first > 0
+
+
 def test_non_finite_loss_names_iteration_and_term(cfg, fixed_batch):
     pair = instantiate(cfg.model).train()
     with torch.no_grad():

@@ -152,7 +152,7 @@ def _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives):
     if len(labels) == 0:
         zero = q.float().sum() * 0.0
         nothing = zero.detach()
-        return zero, {k: nothing for k in ("accuracy", "chance", "floor", "num_negatives")}
+        return zero, {name: nothing for name in ("accuracy", "chance", "floor", "num_negatives")}
 
     n_q = len(qn)  # the keys start at this column of the pool
     # Negatives per query: the pool minus the samples of its own id (every query is in the pool).
