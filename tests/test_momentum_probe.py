@@ -53,3 +53,20 @@ def test_tiny_momentum_probe(tmp_path):
     # Resumed: nothing is pre-trained again.
     second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     assert second.returncode == 0 and "pre-training with" not in second.stdout
+
+
+def test_nothing_to_hold_out_is_a_clear_error(tmp_path):
+    data = tiny_dataset(tmp_path / "tiny", train=2)
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "momentum.py"),
+        "--data",
+        str(data),
+        "--pretrain-json",
+        str(data / "annotations" / "train.json"),
+        "--work-dir",
+        str(tmp_path / "work"),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "every train image is in" in proc.stderr and "nothing to hold out" in proc.stderr

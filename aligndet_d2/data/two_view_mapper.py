@@ -195,9 +195,9 @@ class TwoViewMapper:
         # A box that clipping (or a downscale) leaves under 1 px wide or high is dropped in both
         # views together, so that ids stay aligned: with Detectron2's low-quality matches, a
         # zero-area ground-truth box would label every anchor with its id.
-        keep = np.ones(len(boxes), dtype=bool)
+        keep = torch.ones(len(boxes), dtype=torch.bool)
         for _, b in views:
-            keep &= ((b[:, 2] - b[:, 0]) >= 1) & ((b[:, 3] - b[:, 1]) >= 1)
+            keep &= ((b.tensor[:, 2:] - b.tensor[:, :2]) >= 1).all(dim=1)
         n_dropped = int((~keep).sum())
         if n_dropped and not self._warned:
             logger.warning(
@@ -206,29 +206,27 @@ class TwoViewMapper:
                 "in pretrain/degenerate_boxes; this warning is shown once per process)"
             )
             self._warned = True
-        ids = torch.arange(len(boxes), dtype=torch.int64)[torch.from_numpy(keep)]
+        ids = torch.arange(len(boxes), dtype=torch.int64)[keep]
         out = {k: dataset_dict[k] for k in ("file_name", "image_id", "height", "width")}
         out["views"] = [self._view_dict(img, b[keep], ids) for img, b in views]
         out["degenerate_boxes"] = n_dropped
         return out
 
-    def _view(self, image: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def _view(self, image: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, Boxes]:
         """One view: the augmented image in the model's format and its boxes, clipped."""
         aug_input = T.AugInput(image, boxes=boxes)
         self.augmentations(aug_input)
         img = aug_input.image
         if self.image_format == "BGR":
             img = img[:, :, ::-1]
-        h, w = img.shape[:2]
-        b = np.asarray(aug_input.boxes, dtype=np.float32).reshape(-1, 4).copy()
-        b[:, 0::2] = b[:, 0::2].clip(0, w)
-        b[:, 1::2] = b[:, 1::2].clip(0, h)
+        b = Boxes(torch.as_tensor(aug_input.boxes, dtype=torch.float32).reshape(-1, 4))
+        b.clip(img.shape[:2])
         return img, b
 
     @staticmethod
-    def _view_dict(img: np.ndarray, boxes: np.ndarray, ids: torch.Tensor) -> Dict[str, Any]:
+    def _view_dict(img: np.ndarray, boxes: Boxes, ids: torch.Tensor) -> Dict[str, Any]:
         inst = Instances(img.shape[:2])
-        inst.gt_boxes = Boxes(torch.from_numpy(boxes))
+        inst.gt_boxes = boxes
         inst.gt_ids = ids.clone()
         inst.gt_classes = torch.zeros(len(ids), dtype=torch.int64)
         return {

@@ -120,12 +120,12 @@ def check_init_checkpoint(model: torch.nn.Module, path: str) -> Optional[str]:
         ExportMismatchError: listing the modules that do not fit.
         ValueError: for a pre-training checkpoint given to a plain detector (export it first).
     """
+    if isinstance(model, MomentumPair):  # see load_init_checkpoint
+        return None
     if not path or not path.endswith(".pth") or not os.path.isfile(path):
         return None
     ckpt = load_checkpoint_file(path)
     state = ckpt["model"]
-    if isinstance(model, MomentumPair):
-        return None
     if any(k.startswith(("online.", "momentum.")) for k in state):
         raise ValueError(
             f"{path} is a pre-training checkpoint: export it with tools/export.py and fine-tune "
