@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from quality import REPO, RESULTS, _train_net
+from quality import REPO, RESULTS, _train_net, write_report
 
 DETECTORS = ("faster_rcnn", "retinanet", "fcos")
 
@@ -234,10 +234,7 @@ def main(argv: List[str] = None) -> None:
         "notes": Path(args.notes).read_text() if args.notes else "",
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{out}.json").write_text(json.dumps(report, indent=1))
-    Path(f"{out}.md").write_text(markdown(report))
-    print(markdown(report))
+    write_report(report, out, markdown)
     _log(f"done in {(time.time() - t0) / 60:.1f} min: {out}.md")
 
 

@@ -101,6 +101,30 @@ def _train_net(args: List[str], out_dir: Path) -> float:
     return time.time() - t
 
 
+def errorbar(ax, pts, **kwargs) -> None:
+    """Plots ``[(x, {"mean", "min", "max"}), ...]`` as mean with min-max bars."""
+    ax.errorbar(
+        [x for x, _ in pts],
+        [m["mean"] for _, m in pts],
+        yerr=[[m["mean"] - m["min"] for _, m in pts], [m["max"] - m["mean"] for _, m in pts]],
+        marker="o",
+        capsize=3,
+        **kwargs,
+    )
+
+
+def write_report(report: Dict, out: Path, markdown, plot=None, log=None) -> None:
+    """Writes ``<out>.json``, ``<out>.md`` (and ``<out>.png`` with ``plot``); prints the markdown."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Not Path.with_suffix: a report name may contain dots ("report_lr0.01").
+    Path(f"{out}.json").write_text(json.dumps(report, indent=1))
+    text = markdown(report)
+    Path(f"{out}.md").write_text(text)
+    if plot is not None:
+        plot(report, f"{out}.png")
+    print(text)
+
+
 def _parse_full_seeds(items: List[str]) -> Dict[str, int]:
     out = {}
     for item in items:
@@ -450,18 +474,9 @@ def plot(report: Dict, path: str) -> None:
                 )
                 if not pts:
                     continue
-                x = [p[0] for p in pts]
-                y = [p[1]["mean"] for p in pts]
-                err = [
-                    [p[1]["mean"] - p[1]["min"] for p in pts],
-                    [p[1]["max"] - p[1]["mean"] for p in pts],
-                ]
-                ax.errorbar(
-                    x,
-                    y,
-                    yerr=err,
-                    marker="o",
-                    capsize=3,
+                errorbar(
+                    ax,
+                    pts,
                     color=color,
                     label="AlignDet pre-trained" if arm == "aligndet" else "from scratch",
                 )
@@ -558,12 +573,7 @@ def main(argv=None):
         "notes": Path(args.notes).read_text() if args.notes else "",
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Not Path.with_suffix: a report name may contain dots ("report_lr0.01").
-    Path(f"{out}.json").write_text(json.dumps(report, indent=1))
-    Path(f"{out}.md").write_text(markdown(report))
-    plot(report, f"{out}.png")
-    print(markdown(report))
+    write_report(report, out, markdown, plot)
     _log(f"done in {(time.time() - t0) / 60:.1f} min: {out}.md")
 
 

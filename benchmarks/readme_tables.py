@@ -114,9 +114,38 @@ def momentum_table(r) -> str:
     return "\n".join(lines)
 
 
+def low_data_table(r) -> str:
+    lines = [
+        f"The low-data protocol on PASCAL VOC 2007 ([`benchmarks/results/low_data.md`]"
+        f"(benchmarks/results/low_data.md), `{r['command']}`; {r['machine'].split(';')[0]}): "
+        f"AlignDet pre-training on the {r['pool_images']} VOC `train` images without labels, "
+        f"fine-tuning on p % of them labeled, VOC AP50 on the first {r['args']['val_images']} "
+        "`val` images. AlignDet minus scratch, paired by fold: mean (min to max).",
+        "",
+        "| detector | labeled | AlignDet pre-training | folds | scratch VOC AP50 | delta VOC AP50 "
+        "| folds above | delta AP | delta class-agnostic AP |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in r["summary"]["paired"]:
+        cells = []
+        for key in ("bbox_voc/AP50", "bbox/AP", "bbox_agnostic/AP"):
+            m = d[key]
+            cells.append(
+                f"{m['mean']:+.2f}"
+                + (f" ({m['min']:+.2f} to {m['max']:+.2f})" if m["min"] != m["max"] else "")
+            )
+        lines.append(
+            f"| {d['detector']} | {d['percent']:g} % | {d['pretrain_epochs']:.1f} epochs | "
+            f"{len(d['seeds'])} | {d['bbox_voc/AP50']['scratch_mean']:.2f} | {cells[0]} | "
+            f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {cells[1]} | {cells[2]} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parts = []
     for name, fn in (
+        ("low_data", low_data_table),
         ("quality", quality_table),
         ("speed", speed_table),
         ("proposals", proposals_table),

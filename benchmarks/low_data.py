@@ -1,0 +1,758 @@
+#!/usr/bin/env python
+"""The low-data protocol on PASCAL VOC 2007: pre-train on a large unlabeled pool, fine-tune on a few
+labels, AlignDet against neck and heads from scratch.
+
+Per detector (CPU configs): selective-search proposals of every VOC ``train`` image (no labels)
+-> AlignDet pre-training on all of them -> export -> fine-tuning on p % of ``train`` labeled
+(tools/low_data_splits.py; one labeled split per seed) from the export ("aligndet") and, with the
+very same config, from the ImageNet backbone with neck and heads from scratch ("scratch") ->
+VOC's AP50 (11-point, difficult ignored), COCO-style AP and class-agnostic AP on a fixed part of
+VOC ``val`` (its first ``--val-images`` images in the official order), evaluated at 1/3, 2/3 and
+the end of the fine-tune schedule. Also measured: the recall of the pre-training proposals against
+VOC's ``train`` boxes, and what pre-training alone taught the RPN (its class-agnostic recall on the
+``val`` part, against a randomly initialised RPN and the selective-search proposals of the same
+images). ``val`` images are never pre-trained or fine-tuned on.
+
+    python benchmarks/low_data.py --detectors faster_rcnn --percents 5 10
+    python benchmarks/low_data.py --detectors faster_rcnn --percents 10 \
+        --pretrain-iters 1250 2500 10000          # how the gain scales with pre-training
+
+Resumable: every finished run is kept under --work-dir and skipped; an interrupted one resumes
+from its last checkpoint. The report (<out>.md, .json, .png) holds every finished run of the
+work directory, whichever command ran it, so a grid can be filled over several sessions.
+
+Choices (pre-training length, fine-tune schedule, options) are made with ``--holdout N``: the last
+N ``train`` images (official order) are held out and evaluated on, the pool and the labeled splits
+come from the others, and ``val`` is not touched; everything of this mode lives under
+<work-dir>/holdout<N> and is reported to <out>_holdout<N>.*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import statistics
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from quality import REPO, RESULTS, _opts_for, _opts_tag, _train_net, errorbar, write_report
+
+DETECTORS = ("faster_rcnn", "retinanet", "fcos")
+BATCH = 2  # images per iteration of the CPU configs
+METRICS = (
+    ("bbox_voc", "AP50", "VOC AP50"),
+    ("bbox", "AP", "AP"),
+    ("bbox_agnostic", "AP", "class-agnostic AP"),
+)
+
+
+def _log(msg: str) -> None:
+    print(f"[low_data {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _logged_seconds(run: Path) -> float:
+    """Wall time of a train_net.py run from Detectron2's log (summed over resumed segments), so
+    that runs started by hand with the harness's arguments are timed too."""
+    log = run / "log.txt"
+    total = 0.0
+    if log.exists():
+        for m in re.finditer(r"Total training time: (\d+):(\d+):(\d+)", log.read_text()):
+            h, mi, s = map(int, m.groups())
+            total += timedelta(hours=h, minutes=mi, seconds=s).total_seconds()
+    return total
+
+
+def _eval_points(run: Path, max_iter: int) -> Dict[int, Dict[str, float]]:
+    """The evaluations a fine-tune wrote to metrics.json: {iterations done: {"task/metric": v}}.
+
+    Detectron2's EvalHook stores a periodic evaluation under the iteration just run (0-based) and
+    the final one, run after training, under ``max_iter``.
+    """
+    out: Dict[int, Dict[str, float]] = {}
+    path = run / "metrics.json"
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        vals = {
+            f"{task}/{metric}": rec[f"{task}/{metric}"]
+            for task, metric, _ in METRICS
+            if f"{task}/{metric}" in rec
+        }
+        if len(vals) == len(METRICS):
+            it = rec["iteration"]
+            out[it if it >= max_iter else it + 1] = vals
+    return out
+
+
+def _subset_json(data: Dict, keep_ids, path: Path) -> str:
+    keep = set(keep_ids)
+    sub = dict(
+        data,
+        images=[im for im in data["images"] if im["id"] in keep],
+        annotations=[a for a in data.get("annotations", []) if a["image_id"] in keep],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or json.loads(path.read_text()) != sub:
+        path.write_text(json.dumps(sub))
+    return str(path)
+
+
+def _boxes_by_image(data: Dict):
+    """{image id: (N, 4) XYXY tensor} of a COCO json's annotations, in its file order."""
+    import torch
+
+    out = {im["id"]: [] for im in data["images"]}
+    for a in data["annotations"]:
+        if a.get("iscrowd", 0):
+            continue
+        x, y, w, h = a["bbox"]
+        out[a["image_id"]].append([x, y, x + w, y + h])
+    return {k: torch.tensor(v, dtype=torch.float32).reshape(-1, 4) for k, v in out.items()}
+
+
+class Harness:
+    def __init__(self, args):
+        from aligndet_d2.data.voc import read_voc_split
+
+        self.args = args
+        self.data = Path(args.data).resolve()
+        self.voc = self.data / "VOC2007"
+        self.images = str(self.voc / "JPEGImages")
+        self.work = Path(args.work_dir).resolve()
+        train = json.loads((self.data / "annotations" / "train.json").read_text())
+        val = json.loads((self.data / "annotations" / "val.json").read_text())
+        self.name = "voc2007"
+        for det in DETECTORS:  # a misspelt prefix fails now, not after hours of other runs
+            _opts_for(det, args.pretrain_opts, "--pretrain-opts")
+            _opts_for(det, args.finetune_opts, "--finetune-opts")
+        if args.holdout:
+            n = args.holdout
+            if not 0 < n < len(train["images"]):
+                raise SystemExit(
+                    f"--holdout {n}: {self.data / 'annotations' / 'train.json'} has "
+                    f"{len(train['images'])} images"
+                )
+            self.work = self.work / f"holdout{n}"
+            self.name = f"voc2007_holdout{n}"
+            pool, evaluated = train["images"][:-n], train["images"][-n:]
+            eval_data, eval_split = train, f"holdout{n}"
+        else:
+            official = read_voc_split(str(self.voc), "val")[: args.val_images]
+            by_file = {Path(im["file_name"]).stem: im for im in val["images"]}
+            missing = [i for i in official if i not in by_file]
+            if missing:
+                raise SystemExit(f"{self.data}/annotations/val.json lacks val images {missing[:5]}")
+            pool, evaluated = train["images"], [by_file[i] for i in official]
+            eval_data, eval_split = val, f"val{len(evaluated)}"
+        # Named train.json so that the splits are train.<seed>@<percent>.json.
+        self.pool_json = _subset_json(
+            train, [im["id"] for im in pool], self.work / "data" / "train.json"
+        )
+        self.eval_json = _subset_json(
+            eval_data, [im["id"] for im in evaluated], self.work / "data" / f"{eval_split}.json"
+        )
+        self.eval_split = eval_split
+        self.pool_size = len(pool)
+        self.manifest_path = self.work / "runs.json"
+        self.manifest = (
+            json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
+        )
+
+    def _save_manifest(self) -> None:
+        self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
+        self.manifest_path.write_text(json.dumps(self.manifest, indent=1, sort_keys=True))
+
+    # ----------------------------------------------------------------------------- data
+    def splits(self) -> Dict[tuple, Dict]:
+        """The labeled splits of the pool, {(seed, percent): row of write_low_data_splits}."""
+        from aligndet_d2.data.splits import write_low_data_splits
+
+        if not hasattr(self, "_splits"):
+            out = self.work / "splits"
+            rows = write_low_data_splits(
+                self.pool_json, str(out), self.args.percents, self.args.seeds, nested=True
+            )
+            self._splits = {(r["seed"], r["percent"]): r for r in rows}
+        return self._splits
+
+    def eval_voc_dir(self) -> str:
+        """A VOC folder (links to the real files) whose ImageSets list the evaluated images."""
+        from aligndet_d2.data.voc import voc_subset
+
+        ids = [
+            Path(im["file_name"]).stem
+            for im in json.loads(Path(self.eval_json).read_text())["images"]
+        ]
+        return voc_subset(str(self.voc), str(self.work / "data" / "VOC2007"), self.eval_split, ids)
+
+    def proposals(self, json_file: str, tag: str, mode: str = "soco") -> str:
+        """Selective-search proposals of the images of ``json_file`` (generated once)."""
+        from aligndet_d2.data.proposals import ProposalSettings, generate_proposals
+
+        out = self.work / "proposals" / f"{tag}_{mode}.json"
+        if not out.exists():
+            _log(f"proposals ({mode}) for {json_file}")
+            t = time.time()
+            generate_proposals(
+                self.images,
+                str(out),
+                coco_json=json_file,
+                settings=ProposalSettings(mode=mode),
+                num_workers=self.args.workers,
+                progress=False,
+            )
+            self.manifest[f"proposals/{tag}_{mode}"] = {"seconds": time.time() - t}
+            self._save_manifest()
+        return str(out)
+
+    # ----------------------------------------------------------------------------- runs
+    def pretrain_tag(self, det: str, iters: int) -> str:
+        return f"soco_it{iters}" + _opts_tag(
+            _opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
+        )
+
+    def pretrain(self, det: str, iters: int) -> Path:
+        tag = self.pretrain_tag(det, iters)
+        run = self.work / det / "pretrain" / tag
+        if not (run / "model_final.pth").exists():
+            props = self.proposals(self.pool_json, "pool")
+            _log(
+                f"{det}: pre-training {tag} ({iters} iterations = "
+                f"{iters * BATCH / self.pool_size:.2f} epochs of {self.pool_size} images)"
+            )
+            _train_net(
+                [
+                    "--config-file",
+                    f"configs/pretrain_box_{det}_cpu.py",
+                    f"dataloader.train.dataset.json_file={props}",
+                    f"dataloader.train.dataset.image_root={self.images}",
+                    f"train.max_iter={iters}",
+                    "train.seed=0",
+                    f"train.checkpointer.period={self.args.checkpoint_period}",
+                    *_opts_for(det, self.args.pretrain_opts, "--pretrain-opts"),
+                ],
+                run,
+            )
+        key = str(run.relative_to(self.work))
+        if key not in self.manifest:
+            self.manifest[key] = {"seconds": _logged_seconds(run)}
+            self._save_manifest()
+        return run
+
+    def export(self, run: Path) -> Path:
+        from aligndet_d2.checkpoint.export import export_checkpoint
+
+        suffix = "_keep_reg" * self.args.keep_reg + "_drop_rpn" * self.args.drop_rpn
+        out = run / f"exported{suffix}.pth"
+        if not out.exists():
+            export_checkpoint(
+                str(run / "model_final.pth"), str(out), self.args.keep_reg, self.args.drop_rpn
+            )
+        return out
+
+    def finetune_iters(self, percent: float) -> int:
+        n = self.splits()[(self.args.seeds[0], percent)]["labeled_images"]
+        return max(3, int(round(self.args.finetune_epochs * n / BATCH)))
+
+    def _ft_dir(self, det: str) -> Path:
+        opts = _opts_for(det, self.args.finetune_opts, "--finetune-opts")
+        if self.args.keep_reg and det == "faster_rcnn":
+            opts = opts + ["model.roi_heads.box_predictor.cls_agnostic_bbox_reg=True"]
+        ep = "" if self.args.finetune_epochs == 12 else f"_ep{self.args.finetune_epochs:g}"
+        # The evaluated images are part of the name unless they are the default 1000 of val.
+        ev = "" if self.eval_split in ("val1000",) or self.args.holdout else f"_{self.eval_split}"
+        return self.work / det / ("ft" + ep + ev + _opts_tag(opts)), opts
+
+    def finetune(self, det: str, percent: float, seed: int, arm: str, pretrain_iters: int):
+        """One fine-tune; returns its manifest row, or None (--report-only, not run)."""
+        ft_dir, opts = self._ft_dir(det)
+        export_tag = "_keep_reg" * self.args.keep_reg + "_drop_rpn" * self.args.drop_rpn
+        name = (
+            "scratch" if arm == "scratch" else f"aligndet_{self.pretrain_tag(det, pretrain_iters)}"
+        )
+        name += export_tag if arm != "scratch" else ""
+        run = ft_dir / f"{name}_p{percent:g}_seed{seed}"
+        key = str(run.relative_to(self.work))
+        if key in self.manifest:
+            return self.manifest[key]
+        iters = self.finetune_iters(percent)
+        period = max(1, iters // 3)
+        points = _eval_points(run, iters)
+        if iters not in points:
+            if self.args.report_only:
+                return None
+            init = ""
+            if arm == "aligndet":
+                init = str(self.export(self.pretrain(det, pretrain_iters)))
+            split = self.splits()[(seed, percent)]
+            _log(f"{det}: fine-tune {run.parent.name}/{run.name} ({iters} iterations)")
+            _train_net(
+                [
+                    "--config-file",
+                    f"configs/finetune_{det}_voc_cpu.py",
+                    f"dataloader.train.dataset.names.name={self.name}_train.{seed}@{percent:g}",
+                    f"dataloader.train.dataset.names.json_file={split['labeled_file']}",
+                    f"dataloader.train.dataset.names.image_root={self.images}",
+                    f"dataloader.test.dataset.names.name={self.name}_{self.eval_split}",
+                    f"dataloader.test.dataset.names.dirname={self.eval_voc_dir()}",
+                    f"dataloader.test.dataset.names.split={self.eval_split}",
+                    "dataloader.test.dataset.names.coco_cache_dir="
+                    f"{self.work / 'data' / 'coco_cache'}",
+                    f"train.init_checkpoint={init}",
+                    f"train.max_iter={iters}",
+                    f"train.eval_period={period}",
+                    f"train.seed={seed}",
+                    f"train.checkpointer.period={period}",
+                    # Detectron2's writers keep the latest value of a metric only: a write between
+                    # two evaluations keeps each of them in metrics.json.
+                    f"train.log_period={min(20, period)}",
+                    *opts,
+                ],
+                run,
+            )
+            points = _eval_points(run, iters)
+            if iters not in points:
+                sys.exit(f"{run}: no evaluation at iteration {iters} in metrics.json")
+            _log(
+                "  "
+                + ", ".join(f"{label} {points[iters][f'{t}/{m}']:.2f}" for t, m, label in METRICS)
+            )
+        row = {
+            "detector": det,
+            "percent": percent,
+            "seed": seed,
+            "arm": arm,
+            "pretrain_iters": pretrain_iters if arm == "aligndet" else None,
+            "pretrain_epochs": (
+                pretrain_iters * BATCH / self.pool_size if arm == "aligndet" else None
+            ),
+            "finetune": run.parent.name,
+            "export": export_tag.strip("_") or "default",
+            "iters": iters,
+            "points": {str(k): v for k, v in sorted(points.items())},
+            "seconds": _logged_seconds(run),
+        }
+        self.manifest[key] = row
+        self._save_manifest()
+        return row
+
+    # ----------------------------------------------------------------------------- recall
+    def proposal_recall(self) -> Dict:
+        """Recall of the pool's selective-search proposals (file order, as pre-training reads
+        them) against the pool's ground-truth boxes."""
+        from aligndet_d2.evaluation.recall import proposal_recall
+
+        key = "recall/pool_proposals"
+        if key not in self.manifest:
+            gt = _boxes_by_image(json.loads(Path(self.pool_json).read_text()))
+            props = _boxes_by_image(
+                json.loads(Path(self.proposals(self.pool_json, "pool")).read_text())
+            )
+            ids = list(gt)
+            self.manifest[key] = proposal_recall([gt[i] for i in ids], [props[i] for i in ids])
+            self._save_manifest()
+        return self.manifest[key]
+
+    def rpn_recall(self, pretrain_iters: List[int]) -> Dict[str, Dict]:
+        """AR@100 on the evaluated images of: the pre-trained RPN of each pre-training length
+        (before any fine-tuning), a randomly initialised RPN on the ImageNet backbone, and the
+        images' own selective-search proposals."""
+        from aligndet_d2.evaluation.recall import proposal_recall
+
+        out = {}
+        gt_all = _boxes_by_image(json.loads(Path(self.eval_json).read_text()))
+        key = "rpn_recall/selective_search"
+        if key not in self.manifest and not self.args.report_only:
+            props = _boxes_by_image(
+                json.loads(Path(self.proposals(self.eval_json, self.eval_split)).read_text())
+            )
+            self.manifest[key] = proposal_recall(
+                [gt_all[i] for i in gt_all], [props[i] for i in gt_all], ks=(100,)
+            )
+            self._save_manifest()
+        arms = [("random", "")] + [
+            (self.pretrain_tag("faster_rcnn", it), None) for it in pretrain_iters
+        ]
+        for tag, init in arms:
+            key = f"rpn_recall/{tag}"
+            if key in self.manifest or self.args.report_only:
+                continue
+            if init is None:
+                run = self.work / "faster_rcnn" / "pretrain" / tag
+                if not (run / "model_final.pth").exists():
+                    continue  # measured once the pre-training exists
+                init = str(self.export(run))
+            _log(f"faster_rcnn: RPN recall ({tag}) on {self.eval_split}")
+            self.manifest[key] = proposal_recall(*self._rpn_proposals(init, gt_all), ks=(100,))
+            self._save_manifest()
+        for key, v in self.manifest.items():
+            if key.startswith("rpn_recall/"):
+                out[key.split("/", 1)[1]] = v
+        return out
+
+    def _rpn_proposals(self, init: str, gt_all: Dict):
+        """The RPN's top proposals of each evaluated image, in its original coordinates."""
+        import torch
+        from detectron2.config import LazyConfig, instantiate
+
+        from aligndet_d2.engine.train_loop import (
+            check_init_checkpoint,
+            load_init_checkpoint,
+            resolve_device,
+        )
+
+        cfg = LazyConfig.load(str(REPO / "configs" / "finetune_faster_rcnn_voc_cpu.py"))
+        cfg.dataloader.test.dataset.names.update(
+            name=f"{self.name}_{self.eval_split}",
+            dirname=self.eval_voc_dir(),
+            split=self.eval_split,
+            coco_cache_dir=str(self.work / "data" / "coco_cache"),
+        )
+        cfg.dataloader.test.num_workers = 0
+        device = resolve_device(cfg)
+        torch.manual_seed(0)  # the random RPN is the same one every time
+        model = instantiate(cfg.model).to(device).eval()
+        check_init_checkpoint(model, init)  # an export that does not fit fails here
+        load_init_checkpoint(model, init)
+        gts, props = [], []
+        with torch.no_grad():
+            for inputs in instantiate(cfg.dataloader.test):
+                images = model.preprocess_image(inputs)
+                features = model.backbone(images.tensor)
+                proposals, _ = model.proposal_generator(images, features, None)
+                for inp, p, size in zip(inputs, proposals, images.image_sizes):
+                    boxes = p.proposal_boxes.clone()
+                    boxes.scale(inp["width"] / size[1], inp["height"] / size[0])
+                    props.append(boxes.tensor)
+                    gts.append(gt_all[int(inp["image_id"])])
+        return gts, props
+
+    # ----------------------------------------------------------------------------- grid
+    def run(self) -> None:
+        for det in self.args.detectors:
+            for percent in self.args.percents:
+                for seed in self.args.seeds:
+                    self.finetune(det, percent, seed, "scratch", 0)
+                    for it in self.args.pretrain_iters:
+                        self.finetune(det, percent, seed, "aligndet", it)
+        if "faster_rcnn" in self.args.detectors and not self.args.skip_recall:
+            self.proposal_recall()
+            self.rpn_recall(self.args.pretrain_iters)
+
+
+def _stats(vals: List[float]) -> Dict[str, float]:
+    vals = [v for v in vals if not math.isnan(v)]
+    if not vals:
+        return {"mean": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def summarize(rows: List[Dict]) -> Dict[str, List[Dict]]:
+    """Per (detector, fine-tune config, percent, arm): AP at each evaluated iteration, mean and
+    min-max over folds; and the paired (same fold) AlignDet minus scratch differences."""
+    groups: Dict[tuple, List[Dict]] = {}
+    for r in rows:
+        arm = "scratch" if r["arm"] == "scratch" else f"aligndet it{r['pretrain_iters']}"
+        if r["arm"] != "scratch" and r["export"] != "default":
+            arm += f" ({r['export']})"
+        groups.setdefault((r["detector"], r["finetune"], r["percent"], arm), []).append(r)
+
+    def head(key, rs) -> Dict:
+        det, ft, p, arm = key
+        return dict(
+            detector=det, finetune=ft, percent=p, arm=arm, pretrain_epochs=rs[0]["pretrain_epochs"]
+        )
+
+    arms = []
+    for key, rs in sorted(groups.items()):
+        s = {
+            **head(key, rs),
+            "iters": rs[0]["iters"],
+            "seeds": sorted(r["seed"] for r in rs),
+            "seconds_per_run": statistics.fmean(r["seconds"] for r in rs),
+            "points": {},
+        }
+        for it in rs[0]["points"]:
+            s["points"][it] = {
+                f"{t}/{m}": _stats([r["points"][it][f"{t}/{m}"] for r in rs if it in r["points"]])
+                for t, m, _ in METRICS
+            }
+        arms.append(s)
+    paired = []
+    for (det, ft, p, arm), rs in sorted(groups.items()):
+        if arm == "scratch" or (det, ft, p, "scratch") not in groups:
+            continue
+        base = {r["seed"]: r for r in groups[(det, ft, p, "scratch")]}
+        pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
+        if not pairs:
+            continue
+        end = str(pairs[0][0]["iters"])
+        d = {**head((det, ft, p, arm), rs), "seeds": sorted(a["seed"] for a, _ in pairs)}
+        for t, m, _ in METRICS:
+            k = f"{t}/{m}"
+            deltas = [a["points"][end][k] - b["points"][end][k] for a, b in pairs]
+            d[k] = _stats(deltas)
+            d[k]["folds_above"] = sum(x > 0 for x in deltas)
+            d[k]["scratch_mean"] = statistics.fmean(b["points"][end][k] for _, b in pairs)
+        # Convergence: the fraction of the schedule after which AlignDet first reaches scratch's
+        # final VOC AP50 (None: not within the schedule), per fold.
+        reach = []
+        for a, b in pairs:
+            target = b["points"][end]["bbox_voc/AP50"]
+            hit = [
+                int(it) / a["iters"]
+                for it in sorted(a["points"], key=int)
+                if a["points"][it]["bbox_voc/AP50"] >= target
+            ]
+            reach.append(hit[0] if hit else None)
+        d["reaches_scratch_final_at"] = reach
+        paired.append(d)
+    return {"arms": arms, "paired": paired}
+
+
+def _fmt(m: Dict) -> str:
+    if m["n"] == 0:
+        return "-"
+    if m["n"] == 1 or m["min"] == m["max"]:
+        return f"{m['mean']:.2f}"
+    return f"{m['mean']:.2f} ({m['min']:.2f} to {m['max']:.2f})"
+
+
+def _targets(d: Dict) -> str:
+    """The issue's target for this paired row, met or not."""
+    k = d["bbox_voc/AP50"]
+    n = len(d["seeds"])
+    every = k["folds_above"] == n
+    if d["detector"] == "faster_rcnn":
+        need = min(2.0, 0.1 * d["bbox_voc/AP50"]["scratch_mean"])
+        ok = every and k["mean"] >= need
+        return f"{'met' if ok else 'not met'} (every fold above and mean >= +{need:.2f})"
+    return f"{'met' if every else 'not met'} (every fold above)"
+
+
+def markdown(report: Dict) -> str:
+    a = report["args"]
+    held = a.get("holdout")
+    evaluated = (
+        f"the last {held} VOC `train` images (held out of the pool and the splits)"
+        if held
+        else f"the first {a['val_images']} images of VOC 2007 `val` in the official order"
+    )
+    lines = [
+        "# Low-data protocol on PASCAL VOC 2007: AlignDet vs neck and heads from scratch "
+        "(CPU configs)",
+        "",
+        f"Machine: {report['machine']}. Report date: {report['date']}.",
+        "",
+        f"Last command: `{report['command']}` (the tables hold every finished run of "
+        f"`{a['work_dir']}`).",
+        "",
+        f"Pool (pre-training, no labels): {report['pool_images']} VOC `train` images, "
+        f"selective-search proposals. Labeled: p % of the pool (tools/low_data_splits.py, nested, "
+        f"one split per seed; the seed is the fold and the fine-tune's train.seed). Evaluated on "
+        f"{evaluated} with VOC's 11-point AP50 (difficult ignored), COCO-style AP and "
+        f"class-agnostic AP. Fine-tune: configs/finetune_<detector>_voc_cpu.py, "
+        f"{a['finetune_epochs']:g} epochs of the labeled images at batch {BATCH}, evaluated at 1/3, "
+        f"2/3 and the end; both arms identical except `train.init_checkpoint`. Cells: mean "
+        "(min to max over folds).",
+        "",
+        "## AlignDet minus scratch, paired by fold, end of schedule",
+        "",
+        "| detector | fine-tune | labeled | AlignDet pre-training | folds | VOC AP50 (scratch) | "
+        "delta VOC AP50 | folds above | delta AP | delta class-agnostic AP | AlignDet reaches "
+        "scratch's final AP50 at | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for d in report["summary"]["paired"]:
+        reach = ", ".join("-" if x is None else f"{x:.2f}" for x in d["reaches_scratch_final_at"])
+        lines.append(
+            f"| {d['detector']} | {d['finetune']} | {d['percent']:g} % | {d['arm']} "
+            f"({d['pretrain_epochs']:.1f} epochs) | {len(d['seeds'])} | "
+            f"{d['bbox_voc/AP50']['scratch_mean']:.2f} | {_fmt(d['bbox_voc/AP50'])} | "
+            f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {_fmt(d['bbox/AP'])} | "
+            f"{_fmt(d['bbox_agnostic/AP'])} | {reach} | {_targets(d)} |"
+        )
+    lines += [
+        "",
+        '"Reaches ... at": the fraction of the fine-tune schedule at whose evaluation AlignDet '
+        "first scores at least scratch's final VOC AP50, per fold (-: not within the schedule).",
+        "",
+        "## AP against fine-tune iterations",
+        "",
+        "| detector | fine-tune | labeled | arm | folds | iteration | VOC AP50 | AP | "
+        "class-agnostic AP | minutes per run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["summary"]["arms"]:
+        for it, v in sorted(s["points"].items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {s['detector']} | {s['finetune']} | {s['percent']:g} % | {s['arm']} | "
+                f"{len(s['seeds'])} | {it} | {_fmt(v['bbox_voc/AP50'])} | {_fmt(v['bbox/AP'])} | "
+                f"{_fmt(v['bbox_agnostic/AP'])} | {s['seconds_per_run'] / 60:.0f} |"
+            )
+    rec = report.get("proposal_recall")
+    if rec:
+        lines += [
+            "",
+            "## What pre-training learns from: the pool's proposals",
+            "",
+            f"Recall (%) of the selective-search proposals (first k per image in file order, as "
+            f"pre-training reads them) against the VOC boxes of the pool's {rec['num_gt']} boxes "
+            "(each box covered by its best proposal; AR: mean over IoU 0.5:0.95):",
+            "",
+            "| k | R@k, IoU 0.5 | AR@k |",
+            "|---|---|---|",
+        ]
+        for k in (10, 32, 100):
+            lines.append(f"| {k} | {rec[f'R@{k}/IoU0.5']:.1f} | {rec[f'AR@{k}']:.1f} |")
+    rpn = report.get("rpn_recall")
+    if rpn:
+        lines += [
+            "",
+            "## What pre-training alone taught the RPN",
+            "",
+            f"Class-agnostic recall (%) of the top 100 proposals per image on {evaluated}, before "
+            "any fine-tuning (Faster R-CNN; every box counted, difficult ones too):",
+            "",
+            "| proposals | R@100, IoU 0.5 | AR@100 |",
+            "|---|---|---|",
+        ]
+        for tag, v in sorted(rpn.items()):
+            label = {
+                "random": "randomly initialised RPN (ImageNet backbone)",
+                "selective_search": "selective search (the images' own proposals)",
+            }.get(tag, f"AlignDet-pre-trained RPN ({tag})")
+            lines.append(f"| {label} | {v['R@100/IoU0.5']:.1f} | {v['AR@100']:.1f} |")
+    if report.get("notes"):
+        lines += ["", "## Notes", "", report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: Dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted(
+        {(s["detector"], s["finetune"], s["percent"]) for s in report["summary"]["arms"]}
+    )
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
+    for ax, (det, ft, p) in zip(axes[0], panels):
+        for s in report["summary"]["arms"]:
+            if (s["detector"], s["finetune"], s["percent"]) != (det, ft, p):
+                continue
+            pts = sorted((int(it), v["bbox_voc/AP50"]) for it, v in s["points"].items())
+            errorbar(ax, pts, label=f"{s['arm']} ({len(s['seeds'])} folds)")
+        ax.set_title(f"{det}, {p:g} % labeled ({ft})", fontsize=9)
+        ax.set_xlabel("fine-tune iterations")
+        ax.set_ylabel("VOC AP50")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--data",
+        default="../shared/data/voc2007",
+        help="folder with VOC2007/ (VOC layout) and annotations/{train,val}.json",
+    )
+    p.add_argument("--detectors", nargs="+", default=["faster_rcnn"], choices=DETECTORS)
+    p.add_argument("--percents", nargs="+", type=float, default=[10.0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="folds")
+    p.add_argument(
+        "--pretrain-iters",
+        nargs="+",
+        type=int,
+        default=[1250],
+        help="AlignDet pre-training lengths (1250 = 1 epoch of the 2501-image pool at batch 2)",
+    )
+    p.add_argument(
+        "--finetune-epochs",
+        type=float,
+        default=12,
+        help="fine-tune length in epochs of the labeled images (10 %%: 250 images -> 1500 "
+        "iterations)",
+    )
+    p.add_argument("--val-images", type=int, default=1000, help="the first N of VOC val")
+    p.add_argument("--pretrain-opts", nargs="*", default=[], metavar="[DETECTOR:]KEY=VALUE")
+    p.add_argument(
+        "--finetune-opts",
+        nargs="*",
+        default=[],
+        metavar="[DETECTOR:]KEY=VALUE",
+        help="config overrides of both fine-tune arms",
+    )
+    p.add_argument("--keep-reg", action="store_true", help="export keeps the box regressor")
+    p.add_argument("--drop-rpn", action="store_true", help="export drops the pre-trained RPN")
+    p.add_argument("--checkpoint-period", type=int, default=250, help="of pre-training")
+    p.add_argument("--skip-recall", action="store_true", help="no proposal / RPN recall")
+    p.add_argument("--report-only", action="store_true", help="train nothing: report")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        metavar="N",
+        help="tuning mode: evaluate on the last N train images, pool and splits from the others",
+    )
+    p.add_argument("--workers", type=int, default=2, help="proposal processes")
+    p.add_argument("--work-dir", default="output/bench_low_data")
+    p.add_argument("--out", default=str(RESULTS / "low_data"), help="report path without suffix")
+    p.add_argument("--notes", default="", help="markdown file whose text goes into the report")
+    args = p.parse_args(argv)
+    if args.drop_rpn and args.detectors != ["faster_rcnn"]:
+        raise SystemExit("--drop-rpn: only Faster R-CNN has an RPN (--detectors faster_rcnn)")
+
+    from aligndet_d2.utils.machine import machine_summary
+
+    t0 = time.time()
+    h = Harness(args)
+    h.run()
+    rows = sorted(
+        (v for v in h.manifest.values() if "arm" in v),
+        key=lambda r: (
+            r["detector"],
+            r["finetune"],
+            r["percent"],
+            r["arm"],
+            r["export"],
+            r["pretrain_iters"] or 0,
+            r["seed"],
+        ),
+    )
+    report = {
+        "machine": machine_summary(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/low_data.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "args": {k: v for k, v in vars(args).items() if k not in ("out", "notes")},
+        "pool_images": h.pool_size,
+        "summary": summarize(rows),
+        "rows": rows,
+        "proposal_recall": h.manifest.get("recall/pool_proposals"),
+        "rpn_recall": {
+            k.split("/", 1)[1]: v for k, v in h.manifest.items() if k.startswith("rpn_recall/")
+        },
+        "seconds": {k: v["seconds"] for k, v in h.manifest.items() if "seconds" in v},
+        "notes": Path(args.notes).read_text() if args.notes else "",
+    }
+    out = Path(args.out)
+    if args.holdout:
+        out = out.with_name(f"{out.name}_holdout{args.holdout}")
+    write_report(report, out, markdown, plot)
+    _log(f"done in {(time.time() - t0) / 60:.1f} min: {out}.md")
+
+
+if __name__ == "__main__":
+    main()

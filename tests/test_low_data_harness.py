@@ -1,0 +1,99 @@
+"""The VOC low-data harness on a tiny budget: a well-formed report from real runs, and resuming."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+VOC = REPO.parent / "shared" / "data" / "voc2007"
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not VOC.exists(), reason="needs ../shared/data/voc2007")
+def test_tiny_low_data_run(tmp_path):
+    # A pool of 16 real VOC train images; VOC's own folder and val.json, of which 4 images are
+    # evaluated.
+    data = tmp_path / "voc"
+    (data / "annotations").mkdir(parents=True)
+    train = json.loads((VOC / "annotations" / "train.json").read_text())
+    train["images"] = train["images"][:16]
+    ids = {im["id"] for im in train["images"]}
+    train["annotations"] = [a for a in train["annotations"] if a["image_id"] in ids]
+    (data / "annotations" / "train.json").write_text(json.dumps(train))
+    (data / "annotations" / "val.json").symlink_to(VOC / "annotations" / "val.json")
+    (data / "VOC2007").symlink_to(VOC / "VOC2007")
+    out = tmp_path / "report"
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "low_data.py"),
+        "--data",
+        str(data),
+        "--percents",
+        "25",
+        "--seeds",
+        "1",
+        "2",
+        "--pretrain-iters",
+        "2",
+        "--finetune-epochs",
+        "1.5",  # 4 labeled images -> 3 iterations, evaluated after 1, 2 and 3
+        "--val-images",
+        "4",
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--out",
+        str(out),
+        "--finetune-opts",
+        "faster_rcnn:model.roi_heads.box_predictor.test_score_thresh=0.0",
+    ]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    report = json.loads(out.with_name("report.json").read_text())
+    assert report["pool_images"] == 16
+    rows = report["rows"]
+    assert sorted((r["arm"], r["seed"]) for r in rows) == [
+        ("aligndet", 1),
+        ("aligndet", 2),
+        ("scratch", 1),
+        ("scratch", 2),
+    ]
+    for r in rows:
+        assert r["iters"] == 3 and sorted(r["points"], key=int) == ["1", "2", "3"]
+        assert all(0 <= v["bbox_voc/AP50"] <= 100 for v in r["points"].values())
+        assert r["seconds"] > 0
+    # Seeds are folds: different labeled images.
+    splits = tmp_path / "work" / "splits"
+    a = json.loads((splits / "train.1@25.json").read_text())["images"]
+    b = json.loads((splits / "train.2@25.json").read_text())["images"]
+    assert len(a) == len(b) == 4 and a != b
+    (paired,) = report["summary"]["paired"]
+    assert paired["seeds"] == [1, 2] and paired["arm"] == "aligndet it2"
+    deltas = [
+        x["points"]["3"]["bbox_voc/AP50"] * (1 if x["arm"] == "aligndet" else -1) for x in rows
+    ]
+    assert paired["bbox_voc/AP50"]["mean"] == pytest.approx(sum(deltas) / 2)
+    assert len(paired["reaches_scratch_final_at"]) == 2
+    # Recall of the pool's proposals and of the RPN, random and pre-trained, against selective
+    # search on the 4 evaluated images.
+    rec = report["proposal_recall"]
+    assert rec["num_gt"] == len(train["annotations"])
+    assert rec["R@10/IoU0.5"] <= rec["R@32/IoU0.5"] <= rec["R@100/IoU0.5"] <= 100
+    assert set(report["rpn_recall"]) == {"random", "selective_search", "soco_it2"}
+    for v in report["rpn_recall"].values():
+        assert v["num_gt"] > 0 and 0 <= v["AR@100"] <= v["R@100/IoU0.5"] <= 100
+    md = out.with_name("report.md").read_text()
+    assert (
+        "| faster_rcnn | ft_ep1.5_val4_roi_heads.box_predictor.test_score_thresh-0.0 | 25 % |" in md
+    )
+    assert "randomly initialised RPN" in md
+    assert out.with_name("report.png").stat().st_size > 1000
+    # A second run finds every result and trains nothing.
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "faster_rcnn: fine-tune" not in again.stdout
+    assert "faster_rcnn: pre-training" not in again.stdout and "RPN recall" not in again.stdout
+    assert json.loads(out.with_name("report.json").read_text())["rows"] == rows
