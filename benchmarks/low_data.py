@@ -17,9 +17,12 @@ images). ``val`` images are never pre-trained or fine-tuned on.
     python benchmarks/low_data.py --detectors faster_rcnn --percents 10 \
         --pretrain-iters 1250 2500 10000          # how the gain scales with pre-training
 
-Resumable: every finished run is kept under --work-dir and skipped; an interrupted one resumes
-from its last checkpoint. The report (<out>.md, .json, .png) holds every finished run of the
-work directory, whichever command ran it, so a grid can be filled over several sessions.
+Resumable: every finished run is recorded in --manifest (benchmarks/results/low_data_runs.json,
+committed with the report) and skipped; an interrupted one resumes from its last checkpoint under
+--work-dir. The report (<out>.md, .json, .png) holds every run of the manifest, whichever command
+ran it, so a grid can be filled over several sessions, on fresh checkouts too (pre-training is
+redone there when a new AlignDet fine-tune needs its export). Two processes may fill one grid at
+once, e.g. ``--arms scratch`` beside ``--arms aligndet``.
 
 Choices (pre-training length, fine-tune schedule, options) are made with ``--holdout N``: the last
 N ``train`` images (official order) are held out and evaluated on, the pool and the labeled splits
@@ -30,13 +33,15 @@ come from the others, and ``val`` is not touched; everything of this mode lives 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import math
+import os
 import re
 import statistics
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -56,14 +61,27 @@ def _log(msg: str) -> None:
 
 
 def _logged_seconds(run: Path) -> float:
-    """Wall time of a train_net.py run from Detectron2's log (summed over resumed segments), so
-    that runs started by hand with the harness's arguments are timed too."""
+    """Wall time of a train_net.py run, training and every evaluation, from the timestamps of
+    Detectron2's log (summed over resumed segments), so that runs started by hand with the
+    harness's arguments are timed too. (Its "Total training time" line comes before the final
+    evaluation.)"""
     log = run / "log.txt"
-    total = 0.0
-    if log.exists():
-        for m in re.finditer(r"Total training time: (\d+):(\d+):(\d+)", log.read_text()):
-            h, mi, s = map(int, m.groups())
-            total += timedelta(hours=h, minutes=mi, seconds=s).total_seconds()
+    if not log.exists():
+        return 0.0
+    total, first, last = 0.0, None, None
+    for line in log.read_text().splitlines():
+        m = re.match(r"\[(\d\d/\d\d \d\d:\d\d:\d\d)\]", line)
+        if not m:
+            continue
+        # Leap year 2000, so that 02/29 parses; runs do not span a new year.
+        t = datetime.strptime(f"2000/{m.group(1)}", "%Y/%m/%d %H:%M:%S")
+        if "Command line arguments" in line and first is not None:  # a resumed segment
+            total += (last - first).total_seconds()
+            first = None
+        first = first or t
+        last = t
+    if first is not None:
+        total += (last - first).total_seconds()
     return total
 
 
@@ -99,7 +117,9 @@ def _subset_json(data: Dict, keep_ids, path: Path) -> str:
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists() or json.loads(path.read_text()) != sub:
-        path.write_text(json.dumps(sub))
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # another harness may read it
+        tmp.write_text(json.dumps(sub))
+        os.replace(tmp, path)
     return str(path)
 
 
@@ -159,14 +179,35 @@ class Harness:
         )
         self.eval_split = eval_split
         self.pool_size = len(pool)
-        self.manifest_path = self.work / "runs.json"
-        self.manifest = (
-            json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
-        )
+        # The manifest lives beside the report, not in the work directory: it is committed, so
+        # a grid filled over several sessions (each on a fresh checkout) keeps its finished rows.
+        self.manifest_path = Path(args.manifest)
+        if args.holdout:
+            self.manifest_path = self.manifest_path.with_name(
+                f"{self.manifest_path.stem}_holdout{n}{self.manifest_path.suffix}"
+            )
+        self.manifest = self._read_manifest()
+
+    def _read_manifest(self) -> Dict:
+        if not self.manifest_path.exists():
+            return {}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"{self.manifest_path}: not a json manifest ({e})")
 
     def _save_manifest(self) -> None:
+        # Merged with what is on disk, so that two harness processes filling different runs of
+        # one grid (e.g. --arms scratch beside --arms aligndet) keep each other's rows; written
+        # whole and renamed, so that an interrupted write loses nothing.
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
-        self.manifest_path.write_text(json.dumps(self.manifest, indent=1, sort_keys=True))
+        lock = self.manifest_path.with_name(self.manifest_path.name + ".lock")
+        with open(lock, "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            self.manifest = {**self._read_manifest(), **self.manifest}
+            tmp = self.manifest_path.with_name(f"{self.manifest_path.name}.tmp{os.getpid()}")
+            tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, self.manifest_path)
 
     # ----------------------------------------------------------------------------- data
     def splits(self) -> Dict[tuple, Dict]:
@@ -438,10 +479,14 @@ class Harness:
         for det in self.args.detectors:
             for percent in self.args.percents:
                 for seed in self.args.seeds:
-                    self.finetune(det, percent, seed, "scratch", 0)
-                    for it in self.args.pretrain_iters:
+                    if "scratch" in self.args.arms:
+                        self.finetune(det, percent, seed, "scratch", 0)
+                    for it in self.args.pretrain_iters if "aligndet" in self.args.arms else ():
                         self.finetune(det, percent, seed, "aligndet", it)
-        if "faster_rcnn" in self.args.detectors and not self.args.skip_recall:
+        # With the AlignDet arm only, so that a concurrent --arms scratch process does not
+        # measure the same recall beside it.
+        recall = "aligndet" in self.args.arms and not self.args.skip_recall
+        if "faster_rcnn" in self.args.detectors and recall:
             self.proposal_recall()
             self.rpn_recall(self.args.pretrain_iters)
 
@@ -551,7 +596,7 @@ def markdown(report: Dict) -> str:
         f"Machine: {report['machine']}. Report date: {report['date']}.",
         "",
         f"Last command: `{report['command']}` (the tables hold every finished run of "
-        f"`{a['work_dir']}`).",
+        f"`{os.path.relpath(a['manifest'], REPO)}`, whichever command ran it).",
         "",
         f"Pool (pre-training, no labels): {report['pool_images']} VOC `train` images, "
         f"selective-search proposals. Labeled: p % of the pool (tools/low_data_splits.py, nested, "
@@ -707,7 +752,20 @@ def main(argv: Optional[List[str]] = None) -> None:
         help="tuning mode: evaluate on the last N train images, pool and splits from the others",
     )
     p.add_argument("--workers", type=int, default=2, help="proposal processes")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=["scratch", "aligndet"],
+        choices=["scratch", "aligndet"],
+        help="which fine-tune arms to run (the report holds every finished one); recall is "
+        "measured with the aligndet arm",
+    )
     p.add_argument("--work-dir", default="output/bench_low_data")
+    p.add_argument(
+        "--manifest",
+        default=str(RESULTS / "low_data_runs.json"),
+        help="finished runs, kept across sessions (commit it); --holdout N adds _holdout<N>",
+    )
     p.add_argument("--out", default=str(RESULTS / "low_data"), help="report path without suffix")
     p.add_argument("--notes", default="", help="markdown file whose text goes into the report")
     args = p.parse_args(argv)

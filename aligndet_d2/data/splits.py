@@ -166,7 +166,7 @@ def write_low_data_splits(
         ):
             path = os.path.join(output_dir, f"{name}{suffix}.json")
             sub = _subset(data, ids, dict(info, part=part))
-            tmp = path + ".tmp"
+            tmp = f"{path}.tmp{os.getpid()}"  # two processes may write the same split
             with open(tmp, "w") as f:
                 json.dump(sub, f)
             os.replace(tmp, path)
