@@ -49,6 +49,7 @@ from quality import REPO, RESULTS, _opts_for, _opts_tag, _train_net, errorbar, w
 
 DETECTORS = ("faster_rcnn", "retinanet", "fcos")
 BATCH = 2  # images per iteration of the CPU configs
+FOLDS = 3  # seeds per row of the protocol
 METRICS = (
     ("bbox_voc", "AP50", "VOC AP50"),
     ("bbox", "AP", "AP"),
@@ -576,9 +577,12 @@ def _targets(d: Dict) -> str:
     every = k["folds_above"] == n
     if d["detector"] == "faster_rcnn":
         need = min(2.0, 0.1 * d["bbox_voc/AP50"]["scratch_mean"])
-        ok = every and k["mean"] >= need
-        return f"{'met' if ok else 'not met'} (every fold above and mean >= +{need:.2f})"
-    return f"{'met' if every else 'not met'} (every fold above)"
+        ok, rule = every and k["mean"] >= need, f"every fold above and mean >= +{need:.2f}"
+    else:
+        ok, rule = every, "every fold above"
+    # The protocol has 3 folds: a row with fewer is not judged yet, only followed.
+    verdict = ("met" if ok else "not met") if n >= FOLDS else ("on track" if ok else "short so far")
+    return f"{verdict} ({rule}{f'; {n} of {FOLDS} folds' if n < FOLDS else ''})"
 
 
 def markdown(report: Dict) -> str:
