@@ -600,7 +600,7 @@ def markdown(report: Dict) -> str:
         f"Machine: {report['machine']}. Report date: {report['date']}.",
         "",
         f"Last command: `{report['command']}` (the tables hold every finished run of "
-        f"`{os.path.relpath(a['manifest'], REPO)}`, whichever command ran it).",
+        f"`{a['manifest']}`, whichever command ran it).",
         "",
         f"Pool (pre-training, no labels): {report['pool_images']} VOC `train` images, "
         f"selective-search proposals. Labeled: p % of the pool (tools/low_data_splits.py, nested, "
@@ -798,7 +798,11 @@ def main(argv: Optional[List[str]] = None) -> None:
         "date": time.strftime("%Y-%m-%d"),
         "command": "python benchmarks/low_data.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
-        "args": {k: v for k, v in vars(args).items() if k not in ("out", "notes")},
+        "args": {
+            **{k: v for k, v in vars(args).items() if k not in ("out", "notes")},
+            # The report is committed: no machine's absolute path in it.
+            "manifest": os.path.relpath(Path(h.manifest_path).resolve(), REPO),
+        },
         "pool_images": h.pool_size,
         "summary": summarize(rows),
         "rows": rows,

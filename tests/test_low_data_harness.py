@@ -124,3 +124,24 @@ def test_tiny_low_data_run(tmp_path):
     )
     assert "randomly initialised RPN" in md
     assert out.with_name("report.png").stat().st_size > 1000
+
+
+@pytest.mark.skipif(not VOC.exists(), reason="needs ../shared/data/voc2007")
+def test_corrupt_manifest_is_a_clear_error(tmp_path):
+    manifest = tmp_path / "runs.json"
+    manifest.write_text('{"faster_rcnn/ft/scratch_p10_seed1": ')  # a write cut short
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "low_data.py"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--manifest",
+        str(manifest),
+        "--report-only",
+        "--out",
+        str(tmp_path / "report"),
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert run.returncode != 0
+    assert f"{manifest}: not a json manifest" in run.stderr
+    assert manifest.read_text() == '{"faster_rcnn/ft/scratch_p10_seed1": '  # nothing lost
