@@ -115,16 +115,18 @@ def momentum_table(r) -> str:
 
 
 def low_data_table(r) -> str:
+    # The grid is filled over several sessions: name every machine its runs ran on.
+    machines = dict.fromkeys(m.split(";")[0] for m in r.get("run_machines") or [r["machine"]])
     lines = [
         f"The low-data protocol on PASCAL VOC 2007 ([`benchmarks/results/low_data.md`]"
-        f"(benchmarks/results/low_data.md), `{r['command']}`; {r['machine'].split(';')[0]}): "
+        f"(benchmarks/results/low_data.md), `{r['command']}`; runs on {' and '.join(machines)}): "
         f"AlignDet pre-training on the {r['pool_images']} VOC `train` images without labels, "
         f"fine-tuning on p % of them labeled, VOC AP50 on the first {r['args']['val_images']} "
         "`val` images. AlignDet minus scratch, paired by fold: mean (min to max).",
         "",
         "| detector | labeled | AlignDet pre-training | folds | scratch VOC AP50 | delta VOC AP50 "
-        "| folds above | delta AP | delta class-agnostic AP |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| folds above | delta AP | delta class-agnostic AP | target |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in r["summary"]["paired"]:
         cells = []
@@ -137,7 +139,8 @@ def low_data_table(r) -> str:
         lines.append(
             f"| {d['detector']} | {d['percent']:g} % | {d['pretrain_epochs']:.1f} epochs | "
             f"{len(d['seeds'])} | {d['bbox_voc/AP50']['scratch_mean']:.2f} | {cells[0]} | "
-            f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {cells[1]} | {cells[2]} |"
+            f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {cells[1]} | {cells[2]} | "
+            f"{d.get('target', '-')} |"
         )
     return "\n".join(lines)
 

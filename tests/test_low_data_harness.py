@@ -110,6 +110,10 @@ def test_tiny_low_data_run(tmp_path):
     ]
     assert paired["bbox_voc/AP50"]["mean"] == pytest.approx(sum(deltas) / 2)
     assert len(paired["reaches_scratch_final_at"]) == 2
+    # 2 folds of the protocol's 3: followed, not judged.
+    assert paired["target"].startswith("AP50: on track") or paired["target"].startswith(
+        "AP50: short so far"
+    )
     # Recall of the pool's proposals and of the RPN, random and pre-trained, against selective
     # search on the 4 evaluated images.
     rec = report["proposal_recall"]
@@ -123,7 +127,38 @@ def test_tiny_low_data_run(tmp_path):
         "| faster_rcnn | ft_ep1.5_val4_roi_heads.box_predictor.test_score_thresh-0.0 | 25 % |" in md
     )
     assert "randomly initialised RPN" in md
+    assert "2/3 of the schedule: short so far" in md or "2/3 of the schedule: on track" in md
     assert out.with_name("report.png").stat().st_size > 1000
+    # Every run records the machine that finished it. A later session on another machine adds a
+    # fold while a row of the manifest is changed on disk after that session read it: the change
+    # is kept (a process overrides only the rows it wrote), and the report counts runs by machine.
+    machines = {r["machine"] for r in rows}
+    assert len(machines) == 1 and "logical cores" in machines.pop()
+    seeds = cmd.index("--seeds")
+    cmd[seeds + 1 : seeds + 3] = ["3"]
+    later = subprocess.Popen(
+        cmd + ["--arms", "aligndet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    for line in later.stdout:  # the manifest is read before the first fine-tune starts
+        if "fine-tune" in line:
+            break
+    manifest = json.loads((tmp_path / "runs.json").read_text())
+    key = (
+        "faster_rcnn/ft_ep1.5_val4_roi_heads.box_predictor.test_score_thresh-0.0/scratch_p25_seed1"
+    )
+    manifest[key]["machine"] = "a machine of an earlier session"
+    (tmp_path / "runs.json").write_text(json.dumps(manifest))
+    stdout, stderr = later.communicate()
+    assert later.returncode == 0, stdout[-2000:] + stderr[-3000:]
+    manifest = json.loads((tmp_path / "runs.json").read_text())
+    assert manifest[key]["machine"] == "a machine of an earlier session"
+    assert manifest[key.replace("scratch_p25_seed1", "aligndet_soco_it2_p25_seed3")]["seconds"] > 0
+    assert "a machine of an earlier session (1)" in out.with_name("report.md").read_text()
 
 
 @pytest.mark.skipif(not VOC.exists(), reason="needs ../shared/data/voc2007")
@@ -145,3 +180,27 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path):
     assert run.returncode != 0
     assert f"{manifest}: not a json manifest" in run.stderr
     assert manifest.read_text() == '{"faster_rcnn/ft/scratch_p10_seed1": '  # nothing lost
+
+
+def test_run_time_of_a_resumed_run_leaves_out_the_time_it_was_down(tmp_path):
+    # Two segments of one run, as detectron2's default_setup and train loop log them: 10 min,
+    # an hour down, 5 min resumed.
+    (tmp_path / "log.txt").write_text(
+        "[12/04 03:30:51] detectron2 INFO: Rank of current process: 0. World size: 1\n"
+        "[12/04 03:30:51] detectron2 INFO: Command line arguments: Namespace(resume=False)\n"
+        "  a line of the environment table, no timestamp\n"
+        "[12/04 03:40:51] d2.utils.events INFO:  iter: 499  total_loss: 9.3\n"
+        "[12/04 04:40:51] detectron2 INFO: Rank of current process: 0. World size: 1\n"
+        "[12/04 04:40:52] detectron2 INFO: Command line arguments: Namespace(resume=True)\n"
+        "[12/04 04:45:51] d2.engine.hooks INFO: Overall training speed: 748 iterations\n"
+    )
+    code = f"import low_data; print(low_data._logged_seconds(__import__('pathlib').Path({str(tmp_path)!r})))"
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO / "benchmarks",
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert float(run.stdout.split()[-1]) == 600 + 300
