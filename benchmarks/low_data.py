@@ -192,6 +192,9 @@ class Harness:
             )
         self.manifest = self._read_manifest()
         self._written: set = set()
+        from aligndet_d2.utils.machine import machine_summary
+
+        self.machine = machine_summary()
 
     def _read_manifest(self) -> Dict:
         if not self.manifest_path.exists():
@@ -204,9 +207,7 @@ class Harness:
     def _record(self, key: str, row: Dict) -> None:
         """Adds a finished run to the manifest, with the machine that finished it (a grid is
         filled over several sessions, not always on the same machine)."""
-        from aligndet_d2.utils.machine import machine_summary
-
-        self.manifest[key] = {**row, "machine": machine_summary()}
+        self.manifest[key] = {**row, "machine": self.machine}
         self._written.add(key)
         self._save_manifest()
 
@@ -803,8 +804,6 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.drop_rpn and args.detectors != ["faster_rcnn"]:
         raise SystemExit("--drop-rpn: only Faster R-CNN has an RPN (--detectors faster_rcnn)")
 
-    from aligndet_d2.utils.machine import machine_summary
-
     t0 = time.time()
     h = Harness(args)
     h.run()
@@ -821,7 +820,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         ),
     )
     report = {
-        "machine": machine_summary(),
+        "machine": h.machine,
         "date": time.strftime("%Y-%m-%d"),
         "command": "python benchmarks/low_data.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -116,7 +116,7 @@ def momentum_table(r) -> str:
 
 def low_data_table(r) -> str:
     # The grid is filled over several sessions: name every machine its runs ran on.
-    machines = dict.fromkeys(m.split(";")[0] for m in r.get("run_machines") or [r["machine"]])
+    machines = dict.fromkeys(m.split(";")[0] for m in r["run_machines"])
     lines = [
         f"The low-data protocol on PASCAL VOC 2007 ([`benchmarks/results/low_data.md`]"
         f"(benchmarks/results/low_data.md), `{r['command']}`; runs on {' and '.join(machines)}): "
@@ -140,7 +140,7 @@ def low_data_table(r) -> str:
             f"| {d['detector']} | {d['percent']:g} % | {d['pretrain_epochs']:.1f} epochs | "
             f"{len(d['seeds'])} | {d['bbox_voc/AP50']['scratch_mean']:.2f} | {cells[0]} | "
             f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {cells[1]} | {cells[2]} | "
-            f"{d.get('target', '-')} |"
+            f"{d['target']} |"
         )
     return "\n".join(lines)
 

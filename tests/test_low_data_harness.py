@@ -194,7 +194,8 @@ def test_run_time_of_a_resumed_run_leaves_out_the_time_it_was_down(tmp_path):
         "[12/04 04:40:52] detectron2 INFO: Command line arguments: Namespace(resume=True)\n"
         "[12/04 04:45:51] d2.engine.hooks INFO: Overall training speed: 748 iterations\n"
     )
-    code = f"import low_data; print(low_data._logged_seconds(__import__('pathlib').Path({str(tmp_path)!r})))"
+    run_dir = repr(str(tmp_path))
+    code = f"import pathlib, low_data; print(low_data._logged_seconds(pathlib.Path({run_dir})))"
     run = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
