@@ -45,6 +45,7 @@ model = L(MomentumPair)(
     temperature=0.5,
     base_momentum=0.996,  # cosine schedule to 1.0 over the run
     gather_negatives=False,  # True: negatives from every GPU (the reference uses each GPU's own)
+    negative_overlap_iou=None,  # e.g. 0.5: overlapping proposals are not negatives (ours, off)
 )
 
 train.output_dir = "output/pretrain_box_faster_rcnn"

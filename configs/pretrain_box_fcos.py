@@ -27,7 +27,12 @@ detector.head = L(ContrastiveFCOSHead)(
 )
 detector.samples_per_view = 2048
 
-model = L(MomentumPair)(detector=detector, temperature=0.5, base_momentum=0.996)
+model = L(MomentumPair)(
+    detector=detector,
+    temperature=0.5,
+    base_momentum=0.996,
+    negative_overlap_iou=None,  # e.g. 0.5: overlapping proposals are not negatives (ours, off)
+)
 
 optimizer.lr = 0.01
 train.output_dir = "output/pretrain_box_fcos"

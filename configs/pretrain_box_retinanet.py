@@ -31,7 +31,12 @@ detector.head = L(ContrastiveRetinaNetHead)(
 )
 detector.samples_per_image = 2048
 
-model = L(MomentumPair)(detector=detector, temperature=0.5, base_momentum=0.996)
+model = L(MomentumPair)(
+    detector=detector,
+    temperature=0.5,
+    base_momentum=0.996,
+    negative_overlap_iou=None,  # e.g. 0.5: overlapping proposals are not negatives (ours, off)
+)
 
 dataloader.train.mapper.max_proposals = 50
 optimizer.lr = 0.01

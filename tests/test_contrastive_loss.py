@@ -3,19 +3,29 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from detectron2.structures import Boxes
 
-from aligndet_d2.modeling.contrastive import BACKGROUND_ID, box_contrastive_loss
+from aligndet_d2.modeling.contrastive import (
+    BACKGROUND_ID,
+    OTHER_DEVICE_ID,
+    box_contrastive_loss,
+    overlapping_ids,
+)
 
 
-def _reference_loop(q, q_ids, k, k_ids, t):
-    """The reference's per-label loop (AlignDet's ContrastiveLoss), written independently."""
+def _reference_loop(q, q_ids, k, k_ids, t, excluded_pairs=()):
+    """The reference's per-label loop (AlignDet's ContrastiveLoss), written independently; ids
+    (i, j) in ``excluded_pairs`` leave j out of i's negatives (our option)."""
     total, n = 0.0, 0
     for label in torch.unique(q_ids):
         if label < 0:
             continue
         query = F.normalize(q[q_ids == label])
         key = F.normalize(k[k_ids == label]) if (k_ids == label).any() else query
-        neg = F.normalize(torch.cat([q[q_ids != label], k[k_ids != label]])).detach()
+        out = [label.item()] + [j for i, j in excluded_pairs if i == label.item()]
+        q_neg = torch.tensor([i not in out for i in q_ids.tolist()])
+        k_neg = torch.tensor([i not in out for i in k_ids.tolist()])
+        neg = F.normalize(torch.cat([q[q_neg], k[k_neg]])).detach()
         rows = []
         for a in query:
             for b in key:
@@ -134,3 +144,54 @@ def test_under_autocast_the_loss_is_computed_in_float32():
     assert m["accuracy"].item() == expected_m["accuracy"].item()
     loss.backward()
     assert qb.grad.dtype == torch.bfloat16 and torch.isfinite(qb.grad.float()).all()
+
+
+def test_excluded_ids_leave_the_negatives_by_hand():
+    # The two-instance case above, with id 1 left out of id 0's negatives (not the reverse).
+    q = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    k = torch.tensor([[0.5, math.sqrt(3) / 2], [0.0, 1.0]])
+    ids = torch.tensor([0, 1])
+    excluded = torch.tensor([[False, True], [False, False]])
+    loss, metrics = box_contrastive_loss(q, ids, k, ids, temperature=0.5, excluded=excluded)
+    l0 = 0.0  # no negatives left: -log(e^s / e^s)
+    l1 = -math.log(
+        math.exp(2.0) / (math.exp(2.0) + math.exp(0.0) + math.exp(math.sqrt(3) / 2 / 0.5))
+    )
+    assert loss.item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+    assert metrics["num_negatives"].item() == pytest.approx((0 + 2) / 2)
+
+
+def test_excluded_ids_against_the_reference_loop():
+    torch.manual_seed(3)
+    q = torch.randn(9, 8, requires_grad=True)
+    q_ids = torch.tensor([0, 0, 1, 2, 2, 3, 4, BACKGROUND_ID, BACKGROUND_ID])
+    k = torch.randn(8, 8)
+    # Id 2 has no key; background and other processes' samples stay negatives of every id.
+    k_ids = torch.tensor([0, 1, 1, 3, 4, 4, BACKGROUND_ID, OTHER_DEVICE_ID])
+    pairs = [(0, 1), (1, 0), (2, 3), (3, 2), (4, 0)]
+    excluded = torch.zeros(5, 5, dtype=torch.bool)
+    for i, j in pairs:
+        excluded[i, j] = True
+    loss, _ = box_contrastive_loss(q, q_ids, k, k_ids, temperature=0.5, excluded=excluded)
+    expected = _reference_loop(q, q_ids, k, k_ids, 0.5, pairs)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # Nothing excluded is the loss without the option.
+    none, _ = box_contrastive_loss(q, q_ids, k, k_ids, excluded=torch.zeros(5, 5, dtype=bool))
+    assert none.item() == pytest.approx(box_contrastive_loss(q, q_ids, k, k_ids)[0].item())
+    with pytest.raises(ValueError, match="square matrix over the instance ids 0..4"):
+        box_contrastive_loss(q, q_ids, k, k_ids, excluded=torch.zeros(4, 4, dtype=torch.bool))
+
+
+def test_overlapping_ids_within_an_image_only():
+    # Image 1: boxes 0 and 1 overlap (IoU 0.9), box 2 is apart; image 2 (ids 3, 4, 5 after the
+    # batch offset) repeats box 0 of image 1, which does not overlap across images.
+    b1 = Boxes(torch.tensor([[0, 0, 10, 10], [0, 0, 10, 9], [20, 20, 30, 30]], dtype=torch.float))
+    b2 = Boxes(torch.tensor([[0, 0, 10, 10], [0, 0, 10, 4], [50, 50, 60, 60]], dtype=torch.float))
+    out = overlapping_ids([b1, b2], [torch.tensor([0, 1, 2]), torch.tensor([3, 5, 6])], 0.5)
+    assert out.shape == (7, 7)
+    assert sorted(map(tuple, out.nonzero().tolist())) == [(0, 1), (1, 0)]
+    # IoU 0.4 (boxes 3 and 5) is above 0.3.
+    out = overlapping_ids([b2], [torch.tensor([3, 5, 6])], 0.3)
+    assert sorted(map(tuple, out.nonzero().tolist())) == [(3, 5), (5, 3)]
+    with pytest.raises(ValueError, match="iou_threshold=1.0"):
+        overlapping_ids([b1], [torch.tensor([0, 1, 2])], 1.0)

@@ -179,3 +179,24 @@ def test_labelled_dataset_for_pretraining_warns(cfg, caplog):
     with caplog.at_level(logging.WARNING):
         instantiate(cfg.dataloader.train.dataset)
     assert "labels are ignored and its boxes are used as proposals" in caplog.text
+
+
+def test_overlapping_proposals_leave_the_negatives_on_real_proposals(cfg, fixed_batch):
+    torch.manual_seed(0)
+    pair = instantiate(cfg.model).train()
+    pair.copy_online_to_momentum()
+    logged = {}
+    # The batch's first image has proposals at IoU 0.35 to each other (its file is de-duplicated).
+    for iou in (None, 0.3):
+        pair.negative_overlap_iou = iou
+        torch.manual_seed(1)  # the same ROI sampling in both passes
+        with EventStorage() as storage:
+            losses = pair(fixed_batch)
+        logged[iou] = {k: v[0] for k, v in storage.latest().items()}
+        logged[iou]["loss_con"] = losses["loss_con"].item()
+    assert logged[0.3]["con/overlapping_ids"] > 0
+    assert logged[0.3]["con/num_negatives"] < logged[None]["con/num_negatives"]
+    assert logged[0.3]["con/num_queries"] == logged[None]["con/num_queries"]
+    assert logged[0.3]["loss_con"] != pytest.approx(logged[None]["loss_con"])
+    with pytest.raises(ValueError, match="negative_overlap_iou=1.5"):
+        MomentumPair(detector=pair.online, negative_overlap_iou=1.5)

@@ -13,6 +13,12 @@ Every (query, key) pair is one row ``l = -log(exp(q.p/t) / (exp(q.p/t) + sum_u e
 ``L_i`` is the mean over its rows and the loss is the mean of ``L_i`` over instances. (The paper's
 equation has a typo; this is what the reference code computes.)
 
+An option of ours, off by default (a deviation from the paper and the reference): ``excluded``, an
+(n, n) bool matrix over instance ids, leaves the samples of id ``j`` out of the negatives of id
+``i``'s queries where ``excluded[i, j]``. :func:`overlapping_ids` builds it from the proposals'
+boxes: selective search returns near-duplicate boxes of one object under different ids, and with
+both in the negatives the task asks the model to tell apart two boxes of the same thing.
+
 The loss runs in float32 with autocast off, whatever the caller's precision: under AMP the
 similarity matrix would otherwise be computed in float16 (bfloat16 on the CPU), whose 8-10 bit
 mantissa cannot separate cosines a few 1e-3 apart at temperature 0.5.
@@ -26,10 +32,11 @@ best reachable with many negatives). Both are returned with the loss, aggregated
 from __future__ import annotations
 
 import math
-from typing import Dict, NamedTuple, Optional, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils import comm
 from torch import nn
 
@@ -38,6 +45,7 @@ __all__ = [
     "OTHER_DEVICE_ID",
     "ContrastiveSamples",
     "box_contrastive_loss",
+    "overlapping_ids",
     "ProjectionMLP",
 ]
 
@@ -113,6 +121,7 @@ def box_contrastive_loss(
     k_ids: torch.Tensor,
     temperature: float = 0.5,
     gather_negatives: bool = False,
+    excluded: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """Box-level contrastive loss between online and momentum samples, in float32.
 
@@ -124,6 +133,10 @@ def box_contrastive_loss(
         temperature: softmax temperature ``t``.
         gather_negatives: also use the momentum samples of every other process as negatives
             (each process holds other images, so they are never positives).
+        excluded: optional (n, n) bool matrix over instance ids, n above every id of ``q_ids``
+            and ``k_ids``: ``excluded[i, j]`` leaves the samples of id ``j`` out of the
+            negatives of id ``i`` (see :func:`overlapping_ids`). Background samples and other
+            processes' samples are always negatives.
 
     Returns:
         (scalar float32 loss, metrics). The metrics are detached scalars: ``accuracy``, the
@@ -134,10 +147,10 @@ def box_contrastive_loss(
         online sample has an instance id.
     """
     with torch.autocast(device_type=q.device.type, enabled=False):
-        return _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives)
+        return _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives, excluded)
 
 
-def _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives):
+def _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives, excluded):
     qn = F.normalize(q.float(), dim=1)
     kn = F.normalize(k.float().detach(), dim=1)
     pool, pool_ids = torch.cat([qn.detach(), kn]), torch.cat([q_ids, k_ids])
@@ -155,9 +168,18 @@ def _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives):
         return zero, {name: nothing for name in ("accuracy", "chance", "floor", "num_negatives")}
 
     n_q = len(qn)  # the keys start at this column of the pool
-    # Negatives per query: the pool minus the samples of its own id (every query is in the pool).
-    pool_uniq, pool_counts = torch.unique(pool_ids, return_counts=True)
-    n_neg_all = (len(pool) - pool_counts[torch.searchsorted(pool_uniq, Q_ids)]).float()
+    if excluded is not None:
+        top = int(max(q_ids.max(), k_ids.max() if len(k_ids) else -1))
+        if excluded.dim() != 2 or excluded.shape[0] != excluded.shape[1] or top >= len(excluded):
+            raise ValueError(
+                f"excluded: a square matrix over the instance ids 0..{top} was expected, got "
+                f"shape {tuple(excluded.shape)}"
+            )
+        excluded = excluded.to(device=pool_ids.device, dtype=torch.bool)
+        # Column index of every pool sample in ``excluded``; background and other-device samples
+        # point at a column of False, so they are never excluded.
+        excluded = F.pad(excluded, (0, 1))
+        pool_col = torch.where(pool_ids >= 0, pool_ids, excluded.shape[1] - 1)
     # Per query: the sums over its rows of the loss, of the chance and floor levels, and the count.
     row_stats = Q.new_zeros(len(Q), 4)
     n_neg_sum = Q.new_zeros(())
@@ -168,7 +190,10 @@ def _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives):
         qc, idc = Q[s : s + _CHUNK], Q_ids[s : s + _CHUNK]
         # Similarities to every sample of both views; gradients flow through the query side only.
         sim = qc @ pool.T / temperature  # (c, M)
-        neg = sim.masked_fill(pool_ids[None, :] == idc[:, None], float("-inf"))
+        not_neg = pool_ids[None, :] == idc[:, None]
+        if excluded is not None:
+            not_neg |= excluded[idc][:, pool_col]
+        neg = sim.masked_fill(not_neg, float("-inf"))
         neg_lse = torch.logsumexp(neg, dim=1)  # log sum_u exp(q.u / t); -inf without negatives
         # Rows: each (query, key of the same id from the other view) pair; only those are gathered,
         # the rest of the matrix is never touched again.
@@ -185,7 +210,7 @@ def _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives):
         # -log(e^s / (e^s + e^n)) = softplus(n - s); no negatives at all gives 0.
         rows = F.softplus(neg_lse[a] - pair_sim)
         with torch.no_grad():
-            n_neg = n_neg_all[s : s + _CHUNK]
+            n_neg = (len(pool) - not_neg.sum(dim=1)).float()
             levels = torch.stack(
                 [
                     torch.log1p(n_neg[a]),
@@ -213,3 +238,32 @@ def _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives):
         "num_negatives": n_neg_sum / len(Q),
     }
     return loss, metrics
+
+
+@torch.no_grad()
+def overlapping_ids(
+    boxes: Sequence[Boxes], ids: Sequence[torch.Tensor], iou_threshold: float
+) -> torch.Tensor:
+    """Which instance ids' boxes overlap, for ``box_contrastive_loss(excluded=...)``.
+
+    Args:
+        boxes: per image, its proposals' boxes in one view (IoU does not change with the views'
+            resize and flip, so one view is enough).
+        ids: per image, the (N,) int64 instance ids of those boxes, unique across the batch.
+        iou_threshold: boxes of one image whose IoU is above this overlap; boxes of different
+            images never do.
+
+    Returns:
+        (n, n) bool matrix, n = the largest id + 1: ``[i, j]`` is True when ``i != j`` and the boxes
+        of ids ``i`` and ``j`` overlap.
+    """
+    if not 0.0 < iou_threshold < 1.0:
+        raise ValueError(f"iou_threshold={iou_threshold} (allowed: 0 < iou_threshold < 1)")
+    n = max((int(i.max()) + 1 for i in ids if len(i)), default=0)
+    device = ids[0].device if len(ids) else "cpu"
+    out = torch.zeros(n, n, dtype=torch.bool, device=device)
+    for b, i in zip(boxes, ids):
+        if len(i):
+            out[i[:, None], i[None, :]] = pairwise_iou(b, b) > iou_threshold
+    out.fill_diagonal_(False)
+    return out

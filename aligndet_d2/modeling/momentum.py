@@ -18,7 +18,7 @@ from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ..utils.events import discarded_metrics
-from .contrastive import box_contrastive_loss
+from .contrastive import box_contrastive_loss, overlapping_ids
 
 __all__ = ["MomentumPair", "cosine_momentum", "initial_weight_share", "make_ids_unique"]
 
@@ -85,8 +85,9 @@ class MomentumPair(nn.Module):
     ``loss_con``), ``con/num_queries``, ``con/num_negatives``, the same four over the fixed set
     (``con_fixed/loss``, ``con_fixed/acc``, ``con_fixed/chance``, ``con_fixed/floor``: see
     :class:`ContrastiveSamples`; comparable across iterations, unlike ``loss_con``) and
-    ``pretrain/degenerate_boxes`` (boxes dropped by the mapper so far). Only the online branch's
-    metrics are logged.
+    ``pretrain/degenerate_boxes`` (boxes dropped by the mapper so far), and with
+    ``negative_overlap_iou`` set, ``con/overlapping_ids`` (per proposal, the mean number of others
+    left out of its negatives). Only the online branch's metrics are logged.
     """
 
     def __init__(
@@ -97,6 +98,7 @@ class MomentumPair(nn.Module):
         loss_weight: float = 1.0,
         gather_negatives: bool = False,
         base_momentum: float = 0.996,
+        negative_overlap_iou: Optional[float] = None,
     ):
         """
         Args:
@@ -109,10 +111,19 @@ class MomentumPair(nn.Module):
                 The paper's 0.996 suits its 88k iterations; a short run needs a lower value,
                 or most of the momentum detector is still its initialisation at the end (the
                 trainer prints the share, :func:`initial_weight_share`).
+            negative_overlap_iou: an option of ours, off (None) by default: a sample is left out
+                of a query's negatives when their proposals' boxes (one image) overlap with IoU
+                above this value (e.g. 0.5), since near-duplicate proposals with different ids
+                make the contrastive task contradictory. A deviation from the paper and the
+                reference, which use every other proposal as a negative.
         """
         super().__init__()
         if not 0.0 <= base_momentum <= 1.0:
             raise ValueError(f"base_momentum={base_momentum} (allowed: 0 <= base_momentum <= 1)")
+        if negative_overlap_iou is not None and not 0.0 < negative_overlap_iou < 1.0:
+            raise ValueError(
+                f"negative_overlap_iou={negative_overlap_iou} (allowed: None, or 0 < value < 1)"
+            )
         self.online = detector
         self.momentum = copy.deepcopy(detector)
         for p in self.momentum.parameters():
@@ -121,6 +132,7 @@ class MomentumPair(nn.Module):
         self.loss_weight = loss_weight
         self.gather_negatives = gather_negatives
         self.base_momentum = base_momentum
+        self.negative_overlap_iou = negative_overlap_iou
         self.degenerate_boxes = 0  # dropped by the mapper, since this process started
 
     @property
@@ -176,8 +188,20 @@ class MomentumPair(nn.Module):
         with torch.no_grad(), discarded_metrics():
             _, keys = self.momentum.forward_pretrain(views[1], with_losses=False)
         losses, queries = self.online.forward_pretrain(views[0], with_losses=True)
+        excluded = None
+        if self.negative_overlap_iou is not None:
+            inst = [d["instances"] for d in views[0]]
+            excluded = overlapping_ids(
+                [i.gt_boxes for i in inst], [i.gt_ids for i in inst], self.negative_overlap_iou
+            )
         loss_con, metrics = box_contrastive_loss(
-            queries.emb, queries.ids, keys.emb, keys.ids, self.temperature, self.gather_negatives
+            queries.emb,
+            queries.ids,
+            keys.emb,
+            keys.ids,
+            self.temperature,
+            self.gather_negatives,
+            excluded,
         )
         losses["loss_con"] = loss_con * self.loss_weight
         self._check_finite(losses)
@@ -188,6 +212,7 @@ class MomentumPair(nn.Module):
                 keys.emb[keys.fixed],
                 keys.ids[keys.fixed],
                 self.temperature,
+                excluded=excluded,
             )
         self.degenerate_boxes += sum(int(d.get("degenerate_boxes", 0)) for d in batched_inputs)
         storage = get_event_storage()
@@ -204,6 +229,9 @@ class MomentumPair(nn.Module):
                 "con_fixed/floor": fixed["floor"].item(),
             },
         )
+        if excluded is not None:
+            # Per proposal, how many others of its image are left out of its negatives.
+            storage.put_scalar("con/overlapping_ids", float(excluded.sum(dim=1).float().mean()))
         storage.put_scalar(
             "pretrain/degenerate_boxes", float(self.degenerate_boxes), smoothing_hint=False
         )
