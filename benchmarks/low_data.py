@@ -503,6 +503,16 @@ class Harness:
             self.rpn_recall(self.args.pretrain_iters)
 
 
+def _epochs(e: float) -> str:
+    n = f"{e:.2g}"
+    return f"{n} epoch" + "s" * (n != "1")
+
+
+def _natural(label: str) -> List[tuple]:
+    """Sort key that orders the numbers in a label by value ("it312" before "it1250")."""
+    return [(t.isdigit(), int(t) if t.isdigit() else t) for t in re.split(r"(\d+)", label)]
+
+
 def _stats(vals: List[float]) -> Dict[str, float]:
     vals = [v for v in vals if not math.isnan(v)]
     if not vals:
@@ -527,7 +537,8 @@ def summarize(rows: List[Dict]) -> Dict[str, List[Dict]]:
         )
 
     arms = []
-    for key, rs in sorted(groups.items()):
+    order = sorted(groups.items(), key=lambda kv: (kv[0][:3], _natural(kv[0][3])))
+    for key, rs in order:
         s = {
             **head(key, rs),
             "iters": rs[0]["iters"],
@@ -542,7 +553,7 @@ def summarize(rows: List[Dict]) -> Dict[str, List[Dict]]:
             }
         arms.append(s)
     paired = []
-    for (det, ft, p, arm), rs in sorted(groups.items()):
+    for (det, ft, p, arm), rs in order:
         if arm == "scratch" or (det, ft, p, "scratch") not in groups:
             continue
         base = {r["seed"]: r for r in groups[(det, ft, p, "scratch")]}
@@ -650,7 +661,7 @@ def markdown(report: Dict) -> str:
         reach = ", ".join("-" if x is None else f"{x:.2f}" for x in d["reaches_scratch_final_at"])
         lines.append(
             f"| {d['detector']} | {d['finetune']} | {d['percent']:g} % | {d['arm']} "
-            f"({d['pretrain_epochs']:.1f} epochs) | {len(d['seeds'])} | "
+            f"({_epochs(d['pretrain_epochs'])} of the pool) | {len(d['seeds'])} | "
             f"{d['bbox_voc/AP50']['scratch_mean']:.2f} | {_fmt(d['bbox_voc/AP50'])} | "
             f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {_fmt(d['bbox/AP'])} | "
             f"{_fmt(d['bbox_agnostic/AP'])} | {reach} | {d['target']} |"
@@ -700,7 +711,7 @@ def markdown(report: Dict) -> str:
             "| proposals | R@100, IoU 0.5 | AR@100 |",
             "|---|---|---|",
         ]
-        for tag, v in sorted(rpn.items()):
+        for tag, v in sorted(rpn.items(), key=lambda kv: _natural(kv[0])):
             label = {
                 "random": "randomly initialised RPN (ImageNet backbone)",
                 "selective_search": "selective search (the images' own proposals)",

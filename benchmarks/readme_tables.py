@@ -124,7 +124,7 @@ def low_data_table(r) -> str:
         f"fine-tuning on p % of them labeled, VOC AP50 on the first {r['args']['val_images']} "
         "`val` images. AlignDet minus scratch, paired by fold: mean (min to max).",
         "",
-        "| detector | labeled | AlignDet pre-training | folds | scratch VOC AP50 | delta VOC AP50 "
+        "| detector | labeled | AlignDet pre-training (epochs of the pool) | folds | scratch VOC AP50 | delta VOC AP50 "
         "| folds above | delta AP | delta class-agnostic AP | target |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -137,7 +137,7 @@ def low_data_table(r) -> str:
                 + (f" ({m['min']:+.2f} to {m['max']:+.2f})" if m["min"] != m["max"] else "")
             )
         lines.append(
-            f"| {d['detector']} | {d['percent']:g} % | {d['pretrain_epochs']:.1f} epochs | "
+            f"| {d['detector']} | {d['percent']:g} % | {d['pretrain_epochs']:.2g} | "
             f"{len(d['seeds'])} | {d['bbox_voc/AP50']['scratch_mean']:.2f} | {cells[0]} | "
             f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {cells[1]} | {cells[2]} | "
             f"{d['target']} |"

@@ -205,3 +205,36 @@ def test_run_time_of_a_resumed_run_leaves_out_the_time_it_was_down(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert float(run.stdout.split()[-1]) == 600 + 300
+
+
+def test_report_orders_pretraining_lengths_by_value():
+    def row(arm, iters):
+        pts = {"3": {"bbox_voc/AP50": 10.0 + (iters or 0) / 1000, "bbox/AP": 1.0}}
+        pts["3"]["bbox_agnostic/AP"] = 2.0
+        return dict(
+            detector="faster_rcnn", finetune="ft", percent=10.0, seed=1, arm=arm, iters=3,
+            pretrain_iters=iters, pretrain_epochs=iters and iters / 1250, export="default",
+            points=pts, seconds=1.0,
+        )  # fmt: skip
+
+    rows = [
+        row("aligndet", 2500),
+        row("aligndet", 312),
+        row("scratch", None),
+        row("aligndet", 1250),
+    ]
+    code = (
+        "import json, sys, low_data; s = low_data.summarize(json.loads(sys.stdin.read())); "
+        "print(json.dumps([d['arm'] for d in s['paired']]))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(rows),
+        capture_output=True,
+        text=True,
+        cwd=REPO / "benchmarks",
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    arms = json.loads(run.stdout.splitlines()[-1])
+    assert arms == ["aligndet it312", "aligndet it1250", "aligndet it2500"]
