@@ -646,8 +646,8 @@ def markdown(report: Dict) -> str:
         f"one split per seed; the seed is the fold and the fine-tune's train.seed). Evaluated on "
         f"{evaluated} with VOC's 11-point AP50 (difficult ignored), COCO-style AP and "
         f"class-agnostic AP. Fine-tune: configs/finetune_<detector>_voc_cpu.py, "
-        f"{a['finetune_epochs']:g} epochs of the labeled images at batch {BATCH}, evaluated at 1/3, "
-        f"2/3 and the end; both arms identical except `train.init_checkpoint`. Cells: mean "
+        f"{a['finetune_epochs']:g} epochs of the labeled images at batch {BATCH}, evaluated at "
+        f"1/3, 2/3 and the end; both arms identical except `train.init_checkpoint`. Cells: mean "
         "(min to max over folds).",
         "",
         "## AlignDet minus scratch, paired by fold, end of schedule",

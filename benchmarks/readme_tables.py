@@ -124,8 +124,9 @@ def low_data_table(r) -> str:
         f"fine-tuning on p % of them labeled, VOC AP50 on the first {r['args']['val_images']} "
         "`val` images. AlignDet minus scratch, paired by fold: mean (min to max).",
         "",
-        "| detector | labeled | AlignDet pre-training (epochs of the pool) | folds | scratch VOC AP50 | delta VOC AP50 "
-        "| folds above | delta AP | delta class-agnostic AP | target |",
+        "| detector | labeled | AlignDet pre-training (epochs of the pool) | folds | "
+        "scratch VOC AP50 | delta VOC AP50 | folds above | delta AP | delta class-agnostic AP "
+        "| target |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in r["summary"]["paired"]:

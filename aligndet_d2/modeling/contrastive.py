@@ -192,7 +192,7 @@ def _box_contrastive_loss(q, q_ids, k, k_ids, temperature, gather_negatives, exc
         sim = qc @ pool.T / temperature  # (c, M)
         not_neg = pool_ids[None, :] == idc[:, None]
         if excluded is not None:
-            not_neg |= excluded[idc][:, pool_col]
+            not_neg |= excluded[idc[:, None], pool_col[None, :]]
         neg = sim.masked_fill(not_neg, float("-inf"))
         neg_lse = torch.logsumexp(neg, dim=1)  # log sum_u exp(q.u / t); -inf without negatives
         # Rows: each (query, key of the same id from the other view) pair; only those are gathered,
