@@ -520,14 +520,26 @@ def _stats(vals: List[float]) -> Dict[str, float]:
     return {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+def _pretrain_variant(r: Dict) -> str:
+    """The --pretrain-opts of an AlignDet row as its pre-training run names them (e.g.
+    ``negative_overlap_iou-0.5``; '' for the config as it is), read from the row's run name."""
+    name = Path(r.get("run", "")).name
+    m = re.fullmatch(
+        rf"aligndet_soco_it{r['pretrain_iters']}(.*?)(_keep_reg)?(_drop_rpn)?_p.*", name
+    )
+    return m.group(1).strip("_") if m else ""
+
+
 def summarize(rows: List[Dict]) -> Dict[str, List[Dict]]:
     """Per (detector, fine-tune config, percent, arm): AP at each evaluated iteration, mean and
-    min-max over folds; and the paired (same fold) AlignDet minus scratch differences."""
+    min-max over folds; and the paired (same fold) AlignDet minus scratch differences. An AlignDet
+    arm is one pre-training length, pre-training variant and export."""
     groups: Dict[tuple, List[Dict]] = {}
     for r in rows:
         arm = "scratch" if r["arm"] == "scratch" else f"aligndet it{r['pretrain_iters']}"
-        if r["arm"] != "scratch" and r["export"] != "default":
-            arm += f" ({r['export']})"
+        if r["arm"] != "scratch":
+            variant = [v for v in (_pretrain_variant(r), r["export"]) if v not in ("", "default")]
+            arm += f" ({', '.join(variant)})" if variant else ""
         groups.setdefault((r["detector"], r["finetune"], r["percent"], arm), []).append(r)
 
     def head(key, rs) -> Dict:
@@ -819,7 +831,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     h = Harness(args)
     h.run()
     rows = sorted(
-        (v for v in h.manifest.values() if "arm" in v),
+        ({**v, "run": k} for k, v in h.manifest.items() if "arm" in v),
         key=lambda r: (
             r["detector"],
             r["finetune"],

@@ -8,9 +8,13 @@
 #       train.init_checkpoint=output/aligndet_fcos.pth
 from detectron2.model_zoo import get_config
 
+from aligndet_d2.modeling import AMPSafeFCOS
+
 from .common.data import finetune as dataloader
 
 zoo = get_config("COCO-Detection/fcos_R_50_FPN_1x.py")
 model, optimizer, lr_multiplier, train = zoo.model, zoo.optimizer, zoo.lr_multiplier, zoo.train
+# FCOS with float32 losses: Detectron2's own fails at the first step under AMP (modeling/fcos.py).
+model._target_ = AMPSafeFCOS
 optimizer.update(lr=0.01 * 1.5, weight_decay=1e-4 / 2)
 train.output_dir = "output/finetune_fcos"

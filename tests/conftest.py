@@ -95,11 +95,11 @@ def small_pretrain_cfg(output_dir, max_iter=5, extra=()):
     )
 
 
-def small_finetune_cfg(output_dir, max_iter=5, extra=()):
+def small_finetune_cfg(output_dir, max_iter=5, extra=(), detector="faster_rcnn"):
     """The CPU fine-tune config on coco64 at a small size."""
     from detectron2.config import LazyConfig
 
-    cfg = LazyConfig.load(str(CONFIGS / "finetune_faster_rcnn_cpu.py"))
+    cfg = LazyConfig.load(str(CONFIGS / f"finetune_{detector}_cpu.py"))
     cfg = LazyConfig.apply_overrides(
         cfg,
         [

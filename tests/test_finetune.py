@@ -157,3 +157,38 @@ def test_eval_only_on_a_pretraining_config_is_refused(tmp_path):
     args.opts = [f"train.output_dir={tmp_path}", "train.device=cpu"]
     with pytest.raises(ValueError, match="--eval-only on a pre-training config"):
         main(args)
+
+
+def _supervised_step_under_autocast(cfg):
+    """AMPTrainer's step (forward under autocast, backward outside) on the CPU in bfloat16."""
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    batch = next(iter(instantiate(cfg.dataloader.train)))
+    cfg.optimizer.params.model = model
+    opt = instantiate(cfg.optimizer)
+    with EventStorage():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = model(batch)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    return losses, model
+
+
+@pytest.mark.parametrize("det", ["faster_rcnn", "retinanet", "fcos"])
+def test_a_supervised_step_under_bfloat16_autocast(det, tmp_path):
+    losses, model = _supervised_step_under_autocast(small_finetune_cfg(tmp_path, detector=det))
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    if det == "fcos":  # the GIoU loss must have run in float32 (modeling/fcos.py)
+        assert losses["loss_fcos_loc"].dtype == torch.float32
+
+
+def test_detectron2s_own_fcos_fails_under_autocast(tmp_path):
+    """What AMPSafeFCOS fixes: the stock FCOS's GIoU loss mixes half and float32 boxes."""
+    from detectron2.modeling.meta_arch import FCOS
+
+    cfg = small_finetune_cfg(tmp_path, detector="fcos")
+    cfg.model._target_ = FCOS
+    with pytest.raises(RuntimeError, match="dtypes match"):
+        _supervised_step_under_autocast(cfg)

@@ -207,25 +207,20 @@ def test_run_time_of_a_resumed_run_leaves_out_the_time_it_was_down(tmp_path):
     assert float(run.stdout.split()[-1]) == 600 + 300
 
 
-def test_report_orders_pretraining_lengths_by_value():
-    def row(arm, iters):
-        pts = {"3": {"bbox_voc/AP50": 10.0 + (iters or 0) / 1000, "bbox/AP": 1.0}}
-        pts["3"]["bbox_agnostic/AP"] = 2.0
-        return dict(
-            detector="faster_rcnn", finetune="ft", percent=10.0, seed=1, arm=arm, iters=3,
-            pretrain_iters=iters, pretrain_epochs=iters and iters / 1250, export="default",
-            points=pts, seconds=1.0,
-        )  # fmt: skip
+def _row(arm, iters, run="", export="default"):
+    pts = {"3": {"bbox_voc/AP50": 10.0 + (iters or 0) / 1000, "bbox/AP": 1.0}}
+    pts["3"]["bbox_agnostic/AP"] = 2.0
+    return dict(
+        detector="faster_rcnn", finetune="ft", percent=10.0, seed=1, arm=arm, iters=3,
+        pretrain_iters=iters, pretrain_epochs=iters and iters / 1250, export=export,
+        points=pts, seconds=1.0, run=run,
+    )  # fmt: skip
 
-    rows = [
-        row("aligndet", 2500),
-        row("aligndet", 312),
-        row("scratch", None),
-        row("aligndet", 1250),
-    ]
+
+def _paired_arms(rows):
     code = (
         "import json, sys, low_data; s = low_data.summarize(json.loads(sys.stdin.read())); "
-        "print(json.dumps([d['arm'] for d in s['paired']]))"
+        "print(json.dumps([(d['arm'], len(d['seeds'])) for d in s['paired']]))"
     )
     run = subprocess.run(
         [sys.executable, "-c", code],
@@ -236,5 +231,28 @@ def test_report_orders_pretraining_lengths_by_value():
         env=dict(os.environ, PYTHONWARNINGS="ignore"),
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    arms = json.loads(run.stdout.splitlines()[-1])
+    return [tuple(a) for a in json.loads(run.stdout.splitlines()[-1])]
+
+
+def test_report_orders_pretraining_lengths_by_value():
+    rows = [_row("aligndet", 2500), _row("aligndet", 312), _row("scratch", None)]
+    rows.append(_row("aligndet", 1250))
+    arms = [a for a, _ in _paired_arms(rows)]
     assert arms == ["aligndet it312", "aligndet it1250", "aligndet it2500"]
+
+
+def test_report_keeps_pretraining_variants_apart():
+    """Fine-tunes from a pre-training run with --pretrain-opts are their own arm, not more folds
+    of the default one."""
+    ft = "fcos/ft/aligndet_soco_it1250"
+    rows = [
+        _row("scratch", None, "fcos/ft/scratch_p10_seed1"),
+        _row("aligndet", 1250, f"{ft}_p10_seed1"),
+        _row("aligndet", 1250, f"{ft}_negative_overlap_iou-0.5_p10_seed1"),
+        _row("aligndet", 1250, f"{ft}_negative_overlap_iou-0.5_keep_reg_p10_seed1", "keep_reg"),
+    ]
+    assert _paired_arms(rows) == [
+        ("aligndet it1250", 1),
+        ("aligndet it1250 (negative_overlap_iou-0.5)", 1),
+        ("aligndet it1250 (negative_overlap_iou-0.5, keep_reg)", 1),
+    ]

@@ -3,10 +3,12 @@
 from .backbones import FREEZE_ALL, EfficientNetLite, FrozenResNet
 from .contrastive import BACKGROUND_ID, ProjectionMLP, box_contrastive_loss
 from .dense import AlignDetFCOS, AlignDetRetinaNet, ContrastiveFCOSHead, ContrastiveRetinaNetHead
+from .fcos import AMPSafeFCOS
 from .momentum import MomentumPair, cosine_momentum
 from .rcnn import AlignDetRCNN, ContrastiveOutputLayers, ContrastiveROIHeads
 
 __all__ = [
+    "AMPSafeFCOS",
     "AlignDetFCOS",
     "AlignDetRCNN",
     "AlignDetRetinaNet",
