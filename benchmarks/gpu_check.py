@@ -217,7 +217,15 @@ def main(argv=None) -> int:
             f" --warmup {args.warmup} --batch {args.batch} --precision {args.precision}"
         )
         Path(args.out + ".json").write_text(
-            json.dumps({"command": command, "results": results}, indent=2)
+            json.dumps(
+                {
+                    "command": command,
+                    "device": name,
+                    "torch": torch.__version__,
+                    "results": results,
+                },
+                indent=2,
+            )
         )
         Path(args.out + ".md").write_text(
             f"# GPU check ({args.precision})\n\nDate: {time.strftime('%Y-%m-%d')}. "

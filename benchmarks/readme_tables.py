@@ -69,6 +69,31 @@ def speed_table(r) -> str:
     return "\n".join(lines)
 
 
+def gpu_table(runs) -> str:
+    """The prepared GPU check, one row per detector and AMP precision."""
+    first = runs[0]
+    lines = [
+        f"On a GPU ([`benchmarks/results/gpu_check.md`](benchmarks/results/gpu_check.md), "
+        f"`bash scripts/gpu_check.sh --detectors faster_rcnn retinanet fcos --precision P`; "
+        f"{first['device']}, torch {first['torch']}): the paper-setting configs (R-50-FPN, random "
+        "weights, frozen backbone), 2 images per step, Detectron2's AMPTrainer:",
+        "",
+        "| detector | AMP | pre-training s/step | supervised, same frozen backbone | ratio | "
+        "peak GPU MiB pre-training / supervised |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        amp = r["command"].split("--precision ")[-1]
+        for det, a in r["results"].items():
+            pt, sv = a["pretrain"], a["supervised_frozen"]
+            lines.append(
+                f"| {det} | {amp} | {pt['s_per_iter']:.3f} | {sv['s_per_iter']:.3f} | "
+                f"{pt['s_per_iter'] / sv['s_per_iter']:.2f} | "
+                f"{pt['peak_gpu_mb']:.0f} / {sv['peak_gpu_mb']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
 def proposals_table(r) -> str:
     lines = [
         f"Selective-search throughput ([`benchmarks/results/proposals.md`]"
@@ -158,6 +183,10 @@ def main() -> None:
         r = _load(name)
         if r is not None:
             parts.append(fn(r))
+        if name == "speed":
+            gpu = [r for r in map(_load, ("gpu_check_float16", "gpu_check_bfloat16")) if r]
+            if gpu:
+                parts.append(gpu_table(gpu))
     readme = REPO / "README.md"
     text = readme.read_text()
     a, b = text.index(START) + len(START), text.index(END)
