@@ -4,6 +4,7 @@
 # (bash scripts/gpu_check_prepare.sh), bring it along, then on the GPU machine:
 #
 #   bash scripts/gpu_check.sh [benchmarks/gpu_check.py options, e.g. --detectors faster_rcnn fcos]
+#   bash scripts/gpu_check.sh --install-only    # install, print the folder, run nothing
 #
 # Installs Detectron2's code and the prepared wheels into a temporary folder (no network, nothing
 # outside it is changed), then runs benchmarks/gpu_check.py: 30 iterations of the paper-setting
@@ -12,7 +13,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-WHEELS="$ROOT/.gpu_check/wheels"
+WHEELS="${ALIGNDET_GPU_WHEELS:-$ROOT/.gpu_check/wheels}"
 PY="${PYTHON:-python3}"
 [ -d "$WHEELS" ] || { echo "[gpu_check] no $WHEELS: run scripts/gpu_check_prepare.sh first" >&2; exit 1; }
 SITE="${ALIGNDET_GPU_SITE:-$(mktemp -d)}"
@@ -32,6 +33,10 @@ site, wheel = sys.argv[1], sys.argv[2]
 with zipfile.ZipFile(wheel) as z:
     z.extractall(site, [n for n in z.namelist() if n.startswith("detectron2/") and "/_C." not in n])
 EOF
+if [ "${1:-}" = "--install-only" ]; then
+  echo "[gpu_check] installed: PYTHONPATH=$SITE:$ROOT"
+  exit 0
+fi
 export PYTHONPATH="$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
 cd "$ROOT"
