@@ -8,6 +8,7 @@ import sys
 import zipfile
 from types import SimpleNamespace
 
+import pytest
 import torch
 from conftest import REPO
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
@@ -72,10 +73,27 @@ def test_installer_without_prepared_wheels_says_what_to_run(tmp_path):
     assert run.returncode != 0 and "gpu_check_prepare.sh" in run.stderr
 
 
-def test_frozen_bn_calibration_normalises_every_layer():
+def _gpu_check_module():
     spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
+    return gpu_check
+
+
+def test_check_without_prepared_annotations_names_the_missing_file(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "train.json").write_text("{}")
+    with pytest.raises(SystemExit) as exc:
+        _gpu_check_module().main(
+            ["--data", str(tmp_path), "--device", "cpu", "--precision", "none"]
+        )
+    message = str(exc.value)
+    assert str(tmp_path / "annotations" / "train_proposals.json") in message
+    assert "gpu_check_prepare.sh" in message
+
+
+def test_frozen_bn_calibration_normalises_every_layer():
+    gpu_check = _gpu_check_module()
     cfg = SimpleNamespace(
         MODEL=SimpleNamespace(
             BACKBONE=SimpleNamespace(FREEZE_AT=5),
