@@ -57,6 +57,10 @@ METRICS = (
     ("bbox_agnostic", "AP", "class-agnostic AP"),
 )
 
+# AP50 by how many labeled images contain the class (configs/common/voc.py's evaluator).
+FREQUENCY_BINS = ("rare", "common", "frequent")
+FREQUENCY_METRICS = tuple(f"bbox_by_frequency/AP50_{b}" for b in FREQUENCY_BINS)
+
 
 def _log(msg: str) -> None:
     print(f"[low_data {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -107,6 +111,8 @@ def _eval_points(run: Path, max_iter: int) -> Dict[int, Dict[str, float]]:
             if f"{task}/{metric}" in rec
         }
         if len(vals) == len(METRICS):
+            # AP by class frequency in the labeled split, where the config evaluates it.
+            vals.update({k: v for k, v in rec.items() if k.startswith("bbox_by_frequency/")})
             it = rec["iteration"]
             out[it if it >= max_iter else it + 1] = vals
     return out
@@ -155,6 +161,10 @@ class Harness:
         for det in DETECTORS:  # a misspelt prefix fails now, not after hours of other runs
             _opts_for(det, args.pretrain_opts, "--pretrain-opts")
             _opts_for(det, args.finetune_opts, "--finetune-opts")
+        for det in args.detectors:  # and so does a variant without its config
+            for path in (self.pretrain_config(det), self.finetune_config(det)):
+                if not (REPO / path).is_file():
+                    raise SystemExit(f"{path}: no such config (--pretrain/--finetune-variant)")
         if args.holdout:
             n = args.holdout
             if not 0 < n < len(train["images"]):
@@ -269,8 +279,17 @@ class Harness:
         return str(out)
 
     # ----------------------------------------------------------------------------- runs
+    def pretrain_config(self, det: str) -> str:
+        v = self.args.pretrain_variant
+        return f"configs/pretrain_box_{det}{'_' * bool(v)}{v}_cpu.py"
+
+    def finetune_config(self, det: str) -> str:
+        v = self.args.finetune_variant
+        return f"configs/finetune_{det}{'_' * bool(v)}{v}_voc_cpu.py"
+
     def pretrain_tag(self, det: str, iters: int) -> str:
-        return f"soco_it{iters}" + _opts_tag(
+        v = self.args.pretrain_variant
+        return f"soco_it{iters}{'_' * bool(v)}{v}" + _opts_tag(
             _opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
         )
 
@@ -286,7 +305,7 @@ class Harness:
             _train_net(
                 [
                     "--config-file",
-                    f"configs/pretrain_box_{det}_cpu.py",
+                    self.pretrain_config(det),
                     f"dataloader.train.dataset.json_file={props}",
                     f"dataloader.train.dataset.image_root={self.images}",
                     f"train.max_iter={iters}",
@@ -323,7 +342,8 @@ class Harness:
         ep = "" if self.args.finetune_epochs == 12 else f"_ep{self.args.finetune_epochs:g}"
         # The evaluated images are part of the name unless they are the default 1000 of val.
         ev = "" if self.eval_split in ("val1000",) or self.args.holdout else f"_{self.eval_split}"
-        return self.work / det / ("ft" + ep + ev + _opts_tag(opts)), opts
+        v = self.args.finetune_variant
+        return self.work / det / (f"ft{'_' * bool(v)}{v}" + ep + ev + _opts_tag(opts)), opts
 
     def finetune(self, det: str, percent: float, seed: int, arm: str, pretrain_iters: int):
         """One fine-tune; returns its manifest row, or None (--report-only, not run)."""
@@ -351,7 +371,7 @@ class Harness:
             _train_net(
                 [
                     "--config-file",
-                    f"configs/finetune_{det}_voc_cpu.py",
+                    self.finetune_config(det),
                     f"dataloader.train.dataset.names.name={self.name}_train.{seed}@{percent:g}",
                     f"dataloader.train.dataset.names.json_file={split['labeled_file']}",
                     f"dataloader.train.dataset.names.image_root={self.images}",
@@ -563,6 +583,13 @@ def summarize(rows: List[Dict]) -> Dict[str, List[Dict]]:
                 f"{t}/{m}": _stats([r["points"][it][f"{t}/{m}"] for r in rs if it in r["points"]])
                 for t, m, _ in METRICS
             }
+        # AP50 by class frequency in the labeled split, at the end, where every fold has it.
+        end = [r["points"].get(str(r["iters"]), {}) for r in rs]
+        s["by_frequency"] = {
+            k: _stats([e[k] for e in end])
+            for k in FREQUENCY_METRICS
+            if all(k in e and e[k] == e[k] for e in end)  # NaN: no class in the bin
+        }
         arms.append(s)
     paired = []
     for (det, ft, p, arm), rs in order:
@@ -696,6 +723,30 @@ def markdown(report: Dict) -> str:
                 f"{len(s['seeds'])} | {it} | {_fmt(v['bbox_voc/AP50'])} | {_fmt(v['bbox/AP'])} | "
                 f"{_fmt(v['bbox_agnostic/AP'])} | {s['seconds_per_run'] / 60:.0f} |"
             )
+    freq = [s for s in report["summary"]["arms"] if s.get("by_frequency")]
+    if freq:
+        lines += [
+            "",
+            "## AP50 by class frequency, end of schedule",
+            "",
+            "COCO-style AP50 averaged over the classes of each bin, the bins by the number of "
+            "labeled images that contain the class (rare 1-10, common 11-100, frequent > 100; a "
+            "class in no labeled image is rare); -: no class in the bin.",
+            "",
+            "| detector | fine-tune | labeled | arm | folds | "
+            + " | ".join(f"AP50 {b}" for b in FREQUENCY_BINS)
+            + " |",
+            "|---|---|---|---|---|" + "---|" * len(FREQUENCY_BINS),
+        ]
+        for s in freq:
+            cells = [
+                _fmt(s["by_frequency"][k]) if k in s["by_frequency"] else "-"
+                for k in FREQUENCY_METRICS
+            ]
+            lines.append(
+                f"| {s['detector']} | {s['finetune']} | {s['percent']:g} % | {s['arm']} | "
+                f"{len(s['seeds'])} | " + " | ".join(cells) + " |"
+            )
     rec = report.get("proposal_recall")
     if rec:
         lines += [
@@ -793,6 +844,19 @@ def main(argv: Optional[List[str]] = None) -> None:
         default=[],
         metavar="[DETECTOR:]KEY=VALUE",
         help="config overrides of both fine-tune arms",
+    )
+    p.add_argument(
+        "--pretrain-variant",
+        default="",
+        metavar="NAME",
+        help="pre-train with configs/pretrain_box_<detector>_<NAME>_cpu.py (e.g. wide)",
+    )
+    p.add_argument(
+        "--finetune-variant",
+        default="",
+        metavar="NAME",
+        help="fine-tune both arms with configs/finetune_<detector>_<NAME>_voc_cpu.py (e.g. "
+        "frozen, frozen_wide)",
     )
     p.add_argument("--keep-reg", action="store_true", help="export keeps the box regressor")
     p.add_argument("--drop-rpn", action="store_true", help="export drops the pre-trained RPN")

@@ -1,6 +1,6 @@
-# Fine-tuning on Pascal VOC, the paper's transfer setting: finetune_faster_rcnn.py on VOC07+12 trainval
-# (16 images per batch, 12k iterations, multi-scale 480-800), evaluated on VOC07 test with VOC's
-# 11-point AP50, COCO-style AP and class-agnostic AP. $DETECTRON2_DATASETS holds VOC2007/ and
+# Fine-tuning on Pascal VOC, the paper's transfer setting: finetune_faster_rcnn.py on VOC07+12
+# trainval (16 images per batch, 12k iterations, multi-scale 480-800), evaluated on VOC07 test with
+# VOC's 11-point AP50, COCO-style AP and class-agnostic AP. $DETECTRON2_DATASETS holds VOC2007/ and
 # VOC2012/ (see configs/common/voc.py).
 #
 #   python train_net.py --config-file configs/finetune_faster_rcnn_voc.py --num-gpus 8 \

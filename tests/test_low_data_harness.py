@@ -1,10 +1,12 @@
 """The VOC low-data harness on a tiny budget: a well-formed report from real runs, two processes
 filling one grid, and resuming from the manifest on a fresh work directory."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 from conftest import REPO
@@ -97,6 +99,11 @@ def test_tiny_low_data_run(tmp_path):
     for r in rows:
         assert r["iters"] == 3 and sorted(r["points"], key=int) == ["1", "2", "3"]
         assert all(0 <= v["bbox_voc/AP50"] <= 100 for v in r["points"].values())
+        # AP by class frequency in the labeled split is kept beside (20 VOC classes in 3 bins).
+        assert all(
+            sum(v[f"bbox_by_frequency/classes_{b}"] for b in ("rare", "common", "frequent")) == 20
+            for v in r["points"].values()
+        )
         assert r["seconds"] > 0
     # Seeds are folds: different labeled images.
     splits = tmp_path / "work" / "splits"
@@ -127,6 +134,7 @@ def test_tiny_low_data_run(tmp_path):
         "| faster_rcnn | ft_ep1.5_val4_roi_heads.box_predictor.test_score_thresh-0.0 | 25 % |" in md
     )
     assert "randomly initialised RPN" in md
+    assert "## AP50 by class frequency, end of schedule" in md
     assert "2/3 of the schedule: short so far" in md or "2/3 of the schedule: on track" in md
     assert out.with_name("report.png").stat().st_size > 1000
     # Every run records the machine that finished it. A later session on another machine adds a
@@ -256,3 +264,47 @@ def test_report_keeps_pretraining_variants_apart():
         ("aligndet it1250 (negative_overlap_iou-0.5)", 1),
         ("aligndet it1250 (negative_overlap_iou-0.5, keep_reg)", 1),
     ]
+
+
+@pytest.mark.skipif(not VOC.exists(), reason="needs ../shared/data/voc2007")
+def test_variants_pick_sibling_configs_and_name_their_runs(tmp_path):
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "low_data.py"),
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--manifest",
+        str(tmp_path / "runs.json"),
+        "--report-only",
+        "--skip-recall",
+        "--out",
+        str(tmp_path / "report"),
+        "--pretrain-variant",
+        "wide",
+        "--finetune-variant",
+        "frozen_wide",
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    # Faster R-CNN has both wide configs; the dense detectors have none.
+    assert run.returncode == 0, run.stderr[-3000:]
+    run = subprocess.run(cmd + ["--detectors", "fcos"], capture_output=True, text=True, cwd=REPO)
+    assert run.returncode != 0
+    assert "configs/pretrain_box_fcos_wide_cpu.py: no such config" in run.stderr
+
+    spec = importlib.util.spec_from_file_location("low_data", REPO / "benchmarks" / "low_data.py")
+    sys.path.insert(0, str(REPO / "benchmarks"))  # low_data imports its sibling quality.py
+    try:
+        low_data = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(low_data)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    args = SimpleNamespace(
+        pretrain_variant="wide", finetune_variant="frozen_wide", pretrain_opts=[], finetune_opts=[]
+    )
+    h = SimpleNamespace(args=args)
+    assert low_data.Harness.pretrain_tag(h, "faster_rcnn", 1250) == "soco_it1250_wide"
+    assert low_data.Harness.finetune_config(h, "faster_rcnn") == (
+        "configs/finetune_faster_rcnn_frozen_wide_voc_cpu.py"
+    )
+    row = {"pretrain_iters": 1250, "run": "x/ft/aligndet_soco_it1250_wide_keep_reg_p10_seed1"}
+    assert low_data._pretrain_variant(row) == "wide"

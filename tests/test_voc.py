@@ -84,16 +84,22 @@ def test_evaluators_score_ground_truth_100(voc, tmp_path):
         name="test_voc_gt", dirname=sub, split="valcls", coco_cache_dir=str(tmp_path / "cache")
     )
     cfg.dataloader.test.num_workers = 0
+    # AP by class frequency bins the classes by the training json's image counts.
+    cfg.dataloader.train.dataset.names.json_file = str(voc / "annotations" / "train.json")
     loader = instantiate(cfg.dataloader.test)
     res = inference_on_dataset(
         _GroundTruth(DatasetCatalog.get("test_voc_gt")),
         loader,
         instantiate(cfg.dataloader.evaluator),
     )
-    assert set(res) == {"bbox_voc", "bbox", "bbox_agnostic"}
+    assert set(res) == {"bbox_voc", "bbox", "bbox_agnostic", "bbox_by_frequency"}
     assert res["bbox_voc"]["AP50"] == pytest.approx(100.0)
     assert res["bbox"]["AP"] == pytest.approx(100.0)
     assert res["bbox_agnostic"]["AP"] == pytest.approx(100.0)
+    freq = res["bbox_by_frequency"]
+    assert sum(freq[f"classes_{b}"] for b in ("rare", "common", "frequent")) == 20
+    for b in ("rare", "common", "frequent"):
+        assert freq[f"classes_{b}"] == 0 or freq[f"AP_{b}"] == pytest.approx(100.0)
 
 
 def test_paper_voc_settings():
@@ -120,7 +126,7 @@ def test_paper_voc_settings():
 @pytest.mark.parametrize("det", DETECTORS)
 def test_voc_cpu_config_trains_and_evaluates(det, voc, tmp_path):
     """Each CPU VOC config on a low-data split of 4 real VOC train images: 2 steps, then the VOC,
-    COCO and class-agnostic evaluators on 4 real val images."""
+    COCO, class-agnostic and class-frequency evaluators on 4 real val images."""
     train_json = tmp_path / "train.json"
     full = json.loads((voc / "annotations" / "train.json").read_text())
     ids = {im["id"] for im in full["images"][:40]}
@@ -161,6 +167,9 @@ def test_voc_cpu_config_trains_and_evaluates(det, voc, tmp_path):
     )
     do_train(Args(), cfg)
     res = json.loads((tmp_path / "out" / "eval_results.json").read_text())
-    assert set(res) == {"bbox_voc", "bbox", "bbox_agnostic"}
+    assert set(res) == {"bbox_voc", "bbox", "bbox_agnostic", "bbox_by_frequency"}
     for key in ("bbox_voc", "bbox", "bbox_agnostic"):
         assert 0.0 <= res[key]["AP50"] <= 100.0
+    # The 4 labeled images contain a few classes: the others are rare (no training image).
+    freq = res["bbox_by_frequency"]
+    assert freq["classes_rare"] == 20 and freq["classes_common"] == freq["classes_frequent"] == 0

@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from ..modeling.backbones.adapters import is_adapter_key
+
 __all__ = [
     "EXPORT_MARKER",
     "MODULES",
@@ -45,7 +47,8 @@ MODULES: Sequence[Tuple[str, Tuple[str, ...]]] = (
     ("dense predictor", ("head.",)),
 )
 # Modules whose every key must transfer when the detector and backbone match; the others
-# (predictors, mask head) are expected to start, at least in part, from random init.
+# (predictors, mask head, the backbone's residual adapters: an export has none, fine-tuning starts
+# them at zero) are expected to start, at least in part, from random init.
 _MUST_TRANSFER = ("backbone", "FPN", "RPN", "box head", "dense towers")
 
 # Layers that only pre-training has.
@@ -60,7 +63,9 @@ class ExportMismatchError(ValueError):
 
 
 def module_of(key: str) -> str:
-    """The report module of a state-dict key."""
+    """The report module of a state-dict key (residual adapters of the backbone: "adapters")."""
+    if key.startswith("backbone.bottom_up.") and is_adapter_key(key):
+        return "adapters"
     for name, prefixes in MODULES:
         if key.startswith(prefixes):
             return name
@@ -202,6 +207,7 @@ def key_report(
         if k not in exported:
             row(k)["random_init"].append(k)
     order = [name for name, _ in MODULES] + ["other"]
+    order.insert(1, "adapters")
     return OrderedDict(sorted(report.items(), key=lambda kv: order.index(kv[0])))
 
 

@@ -10,7 +10,8 @@
   match every ``.pkl`` key to both branches, an error in Detectron2's name matching);
 - checks before training: a proposals dataset cannot be fine-tuned on; a labelled dataset used for
   pre-training gives a warning (its boxes are the proposals); an aligndet export that does not fit
-  the model is an error listing the mismatched modules (Detectron2's loader only warns);
+  the model is an error listing the mismatched modules (Detectron2's loader only warns); an
+  ``adapters`` switch on a backbone without adapters, or in pre-training, is an error;
 - the final evaluation is written to ``<output_dir>/eval_results.json``.
 """
 
@@ -47,6 +48,7 @@ from ..checkpoint.export import (
 )
 from ..data.datasets import is_proposals_dataset
 from ..data.proposals import ProposalsError
+from ..modeling.backbones.adapters import check_adapter_switches
 from ..modeling.momentum import MomentumPair
 from .hooks import MomentumUpdateHook, unwrap_model
 
@@ -195,6 +197,7 @@ def build_trainer(args, cfg):
     """
     device = resolve_device(cfg)
     check_datasets(cfg)
+    check_adapter_switches(cfg.model, pretraining=_is_pretraining(cfg))
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
     model.to(device)
@@ -264,6 +267,7 @@ def main(args) -> Optional[Dict[str, Any]]:
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="aligndet_d2")
     if args.eval_only:
         device = resolve_device(cfg)
+        check_adapter_switches(cfg.model, pretraining=_is_pretraining(cfg))
         model = instantiate(cfg.model)
         if isinstance(model, MomentumPair):
             raise ValueError(

