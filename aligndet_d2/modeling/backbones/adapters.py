@@ -127,7 +127,7 @@ class AdaptedConv2d(Conv2d):
             x: (N, C_in, H, W).
 
         Returns:
-            (N, C_out, H', W'): norm(activation) of conv(x) + adapter(x) (parallel) or of
+            (N, C_out, H', W'): activation(norm(.)) of conv(x) + adapter(x) (parallel) or of
             y + adapter(y) with y = conv(x) (series).
         """
         y = F.conv2d(
