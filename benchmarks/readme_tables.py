@@ -147,12 +147,13 @@ def low_data_table(r) -> str:
         f"(benchmarks/results/low_data.md), `{r['command']}`; runs on {' and '.join(machines)}): "
         f"AlignDet pre-training on the {r['pool_images']} VOC `train` images without labels, "
         f"fine-tuning on p % of them labeled, VOC AP50 on the first {r['args']['val_images']} "
-        "`val` images. AlignDet minus scratch, paired by fold: mean (min to max).",
+        "`val` images. AlignDet minus scratch, paired by fold: mean (min to max). Fine-tune `ft`: "
+        "the CPU VOC configs as they are; `ft_frozen`: with the backbone frozen in both arms.",
         "",
-        "| detector | labeled | AlignDet pre-training (epochs of the pool) | folds | "
+        "| detector | fine-tune | labeled | AlignDet pre-training (epochs of the pool) | folds | "
         "scratch VOC AP50 | delta VOC AP50 | folds above | delta AP | delta class-agnostic AP "
         "| target |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for d in r["summary"]["paired"]:
         cells = []
@@ -163,7 +164,8 @@ def low_data_table(r) -> str:
                 + (f" ({m['min']:+.2f} to {m['max']:+.2f})" if m["min"] != m["max"] else "")
             )
         lines.append(
-            f"| {d['detector']} | {d['percent']:g} % | {d['pretrain_epochs']:.2g} | "
+            f"| {d['detector']} | {d['finetune']} | {d['percent']:g} % | "
+            f"{d['pretrain_epochs']:.2g} | "
             f"{len(d['seeds'])} | {d['bbox_voc/AP50']['scratch_mean']:.2f} | {cells[0]} | "
             f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {cells[1]} | {cells[2]} | "
             f"{d['target']} |"
