@@ -62,6 +62,11 @@ FREQUENCY_BINS = ("rare", "common", "frequent")
 FREQUENCY_METRICS = tuple(f"bbox_by_frequency/AP50_{b}" for b in FREQUENCY_BINS)
 
 
+def _suffix(variant: str) -> str:
+    """``_<variant>`` for a config variant's file and run names; '' for none."""
+    return f"_{variant}" if variant else ""
+
+
 def _log(msg: str) -> None:
     print(f"[low_data {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -280,16 +285,13 @@ class Harness:
 
     # ----------------------------------------------------------------------------- runs
     def pretrain_config(self, det: str) -> str:
-        v = self.args.pretrain_variant
-        return f"configs/pretrain_box_{det}{'_' * bool(v)}{v}_cpu.py"
+        return f"configs/pretrain_box_{det}{_suffix(self.args.pretrain_variant)}_cpu.py"
 
     def finetune_config(self, det: str) -> str:
-        v = self.args.finetune_variant
-        return f"configs/finetune_{det}{'_' * bool(v)}{v}_voc_cpu.py"
+        return f"configs/finetune_{det}{_suffix(self.args.finetune_variant)}_voc_cpu.py"
 
     def pretrain_tag(self, det: str, iters: int) -> str:
-        v = self.args.pretrain_variant
-        return f"soco_it{iters}{'_' * bool(v)}{v}" + _opts_tag(
+        return f"soco_it{iters}{_suffix(self.args.pretrain_variant)}" + _opts_tag(
             _opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
         )
 
@@ -342,8 +344,8 @@ class Harness:
         ep = "" if self.args.finetune_epochs == 12 else f"_ep{self.args.finetune_epochs:g}"
         # The evaluated images are part of the name unless they are the default 1000 of val.
         ev = "" if self.eval_split in ("val1000",) or self.args.holdout else f"_{self.eval_split}"
-        v = self.args.finetune_variant
-        return self.work / det / (f"ft{'_' * bool(v)}{v}" + ep + ev + _opts_tag(opts)), opts
+        name = f"ft{_suffix(self.args.finetune_variant)}" + ep + ev + _opts_tag(opts)
+        return self.work / det / name, opts
 
     def finetune(self, det: str, percent: float, seed: int, arm: str, pretrain_iters: int):
         """One fine-tune; returns its manifest row, or None (--report-only, not run)."""

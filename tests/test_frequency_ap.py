@@ -131,5 +131,10 @@ def test_train_json_with_other_categories_is_a_clear_error(tmp_path):
     assert ev.bins == {"rare": ["owl"], "common": ["yak"], "frequent": ["cat"]}
     with pytest.raises(ValueError, match="3 edges need 4 distinct names"):
         FrequencyCOCOEvaluator(name, train_json=other, edges=(1, 2, 3), distributed=False)
+    with pytest.raises(ValueError, match=r"edges \[100, 10\] must be non-negative and strictly"):
+        FrequencyCOCOEvaluator(name, train_json=other, edges=(100, 10), distributed=False)
+    twins = _train_json(tmp_path, cats=[dict(c, name="owl") for c in CATS])
+    with pytest.raises(ValueError, match="train.json: two categories share a name"):
+        images_per_category(twins)
     with pytest.raises(ValueError, match="not a COCO detection json"):
         images_per_category(_write(tmp_path / "x.json", {"images": []}))

@@ -163,7 +163,7 @@ def check_adapter_switches(model_cfg: Any, *, pretraining: bool, path: str = "mo
     Raises:
         ValueError: naming the config node and the backbones that have adapters.
     """
-    from detectron2.config.instantiate import _convert_target_to_string, locate
+    from detectron2.utils.registry import _convert_target_to_string, locate
 
     for where, node in _lazy_nodes(model_cfg, path):
         if "adapters" not in node:
