@@ -215,3 +215,32 @@ def test_large_scale_jitter_config_gives_square_crops():
         assert tuple(out["image"].shape[1:]) == (1024, 1024)  # scaled, then cropped or padded
         boxes = out["instances"].gt_boxes.tensor
         assert (boxes >= 0).all() and (boxes <= 1024).all()
+
+
+def test_cascade_heads_train_with_a_frozen_backbone_and_refuse_a_faster_rcnn_export():
+    from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    cfg = LazyConfig.load(str(CONFIGS / "finetune_cascade_rcnn_frozen_voc_cpu.py"))
+    cfg.model.backbone.bottom_up.pretrained = False
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    heads = model.roi_heads
+    ious = [m.thresholds[1] for m in heads.proposal_matchers]
+    assert heads.num_cascade_stages == 3 and ious == [0.5, 0.6, 0.7]
+    assert all(p.num_classes == 20 and p.bbox_pred.out_features == 4 for p in heads.box_predictor)
+    inst = Instances((192, 256), gt_boxes=Boxes(torch.tensor([[20.0, 30.0, 120.0, 150.0]])))
+    inst.gt_classes = torch.tensor([3])
+    batch = [{"image": torch.randint(0, 255, (3, 192, 256)).float(), "instances": inst}]
+    with EventStorage():
+        losses = model(batch)
+    assert {f"loss_cls_stage{k}" for k in range(3)} <= set(losses)
+    sum(losses.values()).backward()
+    assert all(p.grad is None for p in model.backbone.bottom_up.parameters())
+    assert all(p.grad is not None for p in heads.box_head[2].parameters())
+    # A Faster R-CNN export has one box head: the key check names it instead of loading half.
+    plain = instantiate(
+        LazyConfig.load(str(CONFIGS / "finetune_faster_rcnn_frozen_voc_cpu.py")).model
+    )
+    with pytest.raises(ExportMismatchError, match="box head"):
+        check_report(key_report(plain.state_dict(), model.state_dict()))

@@ -1,9 +1,15 @@
 # Proper Reuse's capacity knobs (DESIGN.md 3): with the backbone frozen, the rest of the detector
-# must hold the capacity that fine-tuning the backbone would have added (a wider FPN, more RPN
-# convs, a deeper box head). Each knob is a plain field of the model config; this sets them
-# together for the `_wide` variants. Pre-training and fine-tuning use the same knobs, so that the
-# export of a wide pre-training loads into the wide fine-tune config.
+# must hold the capacity that fine-tuning the backbone would have added: a wider FPN, more RPN
+# convs, a deeper box head (`wide_faster_rcnn`, the `_wide` variants) or Cascade R-CNN's three box
+# heads (`cascade_heads`, the `cascade_rcnn` configs). Each knob is a plain field of the model
+# config. A wide pre-training uses the same knobs as the wide fine-tune, so that its export loads.
+import copy
+from typing import Sequence
+
+from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
+from detectron2.modeling.box_regression import Box2BoxTransform
+from detectron2.modeling.roi_heads import CascadeROIHeads
 
 
 def wide_faster_rcnn(
@@ -23,5 +29,38 @@ def wide_faster_rcnn(
     model.roi_heads.box_head.update(
         input_shape=ShapeSpec(channels=fpn_channels, height=7, width=7),
         conv_dims=[box_conv_dim] * box_convs,
+    )
+    return model
+
+
+def cascade_heads(model, *, ious: Sequence[float] = (0.5, 0.6, 0.7)):
+    """Turns a Faster R-CNN model config into Cascade R-CNN (Cai & Vasconcelos, 2018): one box
+    head and class-agnostic predictor per stage, each a copy of the config's own, stage k matching
+    proposals at IoU ``ious[k]`` with Detectron2's box-regression weights for that stage. The
+    result is Detectron2's ``CascadeROIHeads``, as in its model-zoo ``cascade_rcnn.py``.
+    """
+    roi = model.roi_heads
+    head, predictor, matcher = (
+        roi.pop(k) for k in ("box_head", "box_predictor", "proposal_matcher")
+    )
+    heads, predictors, matchers = [], [], []
+    for k, iou in enumerate(ious):
+        heads.append(copy.deepcopy(head))
+        p = copy.deepcopy(predictor)
+        w = 10.0 * (k + 1)  # Detectron2's (10, 10, 5, 5), (20, 20, 10, 10), (30, 30, 15, 15)
+        p.update(
+            box2box_transform=L(Box2BoxTransform)(weights=(w, w, w / 2, w / 2)),
+            cls_agnostic_bbox_reg=True,
+            num_classes="${...num_classes}",  # roi_heads.num_classes, from inside the list
+        )
+        predictors.append(p)
+        m = copy.deepcopy(matcher)
+        m.update(thresholds=[iou], labels=[0, 1], allow_low_quality_matches=False)
+        matchers.append(m)
+    roi.update(
+        _target_=CascadeROIHeads,
+        box_heads=heads,
+        box_predictors=predictors,
+        proposal_matchers=matchers,
     )
     return model
