@@ -5,7 +5,7 @@ For each detector (CPU configs) and seed: selective-search proposals of the trai
 -> box-domain pre-training -> export -> fine-tuning on the train labels at each budget, from the
 export ("aligndet") and from the ImageNet backbone with neck and heads from scratch ("scratch"),
 with the very same fine-tune config -> Detectron2's COCO evaluation on the val images (80-class AP,
-AP50, AP75, AP for `person`) and class-agnostic AP. Ablations change one thing each (see VARIANTS).
+AP50, AP75, AP for `person`), class-agnostic AP and AP50 by class frequency. Ablations change one thing each (see VARIANTS).
 
 Resumable: every finished run leaves its eval_results.json and is skipped next time; an interrupted
 training run resumes from its last checkpoint. Writes <out>.md, <out>.json and <out>.png.
@@ -66,6 +66,14 @@ VARIANTS = {
         "finetune": ["model.backbone.bottom_up.freeze_at=-1"],
         "budgets": "short",
     },
+    # The same with residual adapters beside every block of the frozen backbone (Proper Reuse).
+    "frozen_adapters_ft": {
+        "finetune": [
+            "model.backbone.bottom_up.freeze_at=-1",
+            "model.backbone.bottom_up.adapters=parallel",
+        ],
+        "budgets": "short",
+    },
 }
 METRICS = [
     ("bbox", "AP"),
@@ -75,6 +83,9 @@ METRICS = [
     ("bbox_agnostic", "AP"),
     ("bbox_agnostic", "AP50"),
 ]
+# AP50 by class frequency in the fine-tune's labeled images (the CPU configs' FrequencyCOCOEvaluator;
+# runs made before it was added have none).
+FREQUENCY_BINS = ("rare", "common", "frequent")
 
 
 def _log(msg: str) -> None:
@@ -392,6 +403,13 @@ def summarize(rows: List[Dict]) -> List[Dict]:
                 "min": min(vals),
                 "max": max(vals),
             }
+        freq = [r["results"].get("bbox_by_frequency", {}) for r in rs]
+        s["by_frequency"] = {
+            b: {"mean": statistics.fmean(v), "min": min(v), "max": max(v)}
+            for b in FREQUENCY_BINS
+            for v in [[f.get(f"AP50_{b}", float("nan")) for f in freq]]
+            if all(x == x for x in v)  # every seed has it and the bin has a class
+        }
         out.append(s)
     return out
 
@@ -435,6 +453,28 @@ def markdown(report: Dict) -> str:
             f"{_fmt(s['bbox/AP-person'])} | {_fmt(s['bbox/AP'])} | {_fmt(s['bbox/AP50'])} | "
             f"{_fmt(s['bbox/AP75'])} |"
         )
+    freq = [s for s in report["summary"] if s.get("by_frequency")]
+    if freq:
+        lines += [
+            "",
+            "AP50 by class frequency (COCO-style AP50 averaged over the classes of each bin, the bins "
+            "by the number of labeled train images that contain the class: rare 1-10, common "
+            "11-100, frequent > 100; a class in no labeled image is rare; -: no class in the bin):",
+            "",
+            "| detector | variant | fine-tune iters | arm | seeds | "
+            + " | ".join(f"AP50 {b}" for b in FREQUENCY_BINS)
+            + " |",
+            "|---|---|---|---|---|" + "---|" * len(FREQUENCY_BINS),
+        ]
+        for s in freq:
+            cells = [
+                _fmt(s["by_frequency"][b]) if b in s["by_frequency"] else "-"
+                for b in FREQUENCY_BINS
+            ]
+            lines.append(
+                f"| {s['detector']} | {s['variant']} | {s['iters']} | {s['arm']} | "
+                f"{len(s['seeds'])} | " + " | ".join(cells) + " |"
+            )
     lines += [
         "",
         "Wall time of each detector (pre-training, fine-tunes and evaluations of every seed and "

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -59,6 +60,8 @@ def test_tiny_quality_run(tmp_path):
         for key in ("bbox_agnostic/AP", "bbox/AP", "bbox/AP-person"):
             m = s[key]
             assert m["min"] <= m["mean"] <= m["max"] or m["mean"] != m["mean"]  # NaN: no person
+        # Two labeled images: every class is rare, the other bins are empty and left out.
+        assert list(s["by_frequency"]) == ["rare"]
     # The detector prefix is stripped from the run's name and the other detector's override dropped.
     assert {p.name for p in (tmp_path / "work" / "faster_rcnn").iterdir()} == {
         "pretrain",
@@ -66,6 +69,8 @@ def test_tiny_quality_run(tmp_path):
     }
     md = out.with_name("report.md").read_text()
     assert "| faster_rcnn | main | 1 | aligndet | 2 |" in md and "Wall time" in md
+    assert "AP50 by class frequency" in md
+    assert re.search(r"\| faster_rcnn \| main \| 2 \| scratch \| 1 \| [0-9.]+ \| - \| - \|", md)
     assert out.with_name("report.png").stat().st_size > 1000
     # A second run finds every result and trains nothing.
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
