@@ -5,7 +5,8 @@ For each detector (CPU configs) and seed: selective-search proposals of the trai
 -> box-domain pre-training -> export -> fine-tuning on the train labels at each budget, from the
 export ("aligndet") and from the ImageNet backbone with neck and heads from scratch ("scratch"),
 with the very same fine-tune config -> Detectron2's COCO evaluation on the val images (80-class AP,
-AP50, AP75, AP for `person`), class-agnostic AP and AP50 by class frequency. Ablations change one thing each (see VARIANTS).
+AP50, AP75, AP for `person`), class-agnostic AP and AP50 by class frequency. Ablations change one
+thing each (see VARIANTS).
 
 Resumable: every finished run leaves its eval_results.json and is skipped next time; an interrupted
 training run resumes from its last checkpoint. Writes <out>.md, <out>.json and <out>.png.
