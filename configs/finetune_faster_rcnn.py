@@ -19,3 +19,6 @@ lr_multiplier = get_config("common/coco_schedule.py").lr_multiplier_1x
 train = get_config("common/train.py").train
 train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"  # or an AlignDet export
 train.output_dir = "output/finetune_faster_rcnn"
+# lr and schedule are for 16 images per batch; with another dataloader.train.total_batch_size,
+# train.auto_scale=True rescales them linearly (aligndet_d2/engine/scaling.py).
+train.update(reference_batch_size=16, auto_scale=False)

@@ -18,3 +18,6 @@ model, optimizer, lr_multiplier, train = zoo.model, zoo.optimizer, zoo.lr_multip
 model._target_ = AMPSafeFCOS
 optimizer.update(lr=0.01 * 1.5, weight_decay=1e-4 / 2)
 train.output_dir = "output/finetune_fcos"
+# lr and schedule are for 16 images per batch; with another dataloader.train.total_batch_size,
+# train.auto_scale=True rescales them linearly (aligndet_d2/engine/scaling.py).
+train.update(reference_batch_size=16, auto_scale=False)

@@ -14,3 +14,6 @@ zoo = get_config("COCO-Detection/retinanet_R_50_FPN_1x.py")
 model, optimizer, lr_multiplier, train = zoo.model, zoo.optimizer, zoo.lr_multiplier, zoo.train
 optimizer.update(lr=0.01 * 1.5, weight_decay=1e-4 / 2)
 train.output_dir = "output/finetune_retinanet"
+# lr and schedule are for 16 images per batch; with another dataloader.train.total_batch_size,
+# train.auto_scale=True rescales them linearly (aligndet_d2/engine/scaling.py).
+train.update(reference_batch_size=16, auto_scale=False)

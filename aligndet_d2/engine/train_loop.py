@@ -51,6 +51,7 @@ from ..data.proposals import ProposalsError
 from ..modeling.backbones.adapters import check_adapter_switches
 from ..modeling.momentum import MomentumPair
 from .hooks import MomentumUpdateHook, unwrap_model
+from .scaling import scale_to_batch
 
 __all__ = [
     "build_trainer",
@@ -262,9 +263,13 @@ def do_train(args, cfg) -> None:
 def main(args) -> Optional[Dict[str, Any]]:
     cfg = LazyConfig.load(args.config_file)
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    # Before default_setup, which saves the config the run uses to its output folder.
+    scaling = None if args.eval_only else scale_to_batch(cfg)
     default_setup(cfg, args)
     # default_setup sets up Detectron2's and fvcore's loggers; this package logs under its own name.
     setup_logger(cfg.train.output_dir, distributed_rank=comm.get_rank(), name="aligndet_d2")
+    if scaling:
+        (logger.info if cfg.train.get("auto_scale") else logger.warning)(scaling)
     if args.eval_only:
         device = resolve_device(cfg)
         check_adapter_switches(cfg.model, pretraining=_is_pretraining(cfg))

@@ -107,6 +107,7 @@ def cpu_pretrain(dataloader, optimizer, train, lr_multiplier, *, paper_lr, max_p
     )
     dataloader.train.update(total_batch_size=BATCH, num_workers=1)
     optimizer.lr = paper_lr * BATCH / 16  # linear scaling from the paper's 16 images per batch
+    train.reference_batch_size = BATCH
     train.init_checkpoint = ""  # the backbone loads its ImageNet weights itself
     train.output_dir = f"output/pretrain_box_{name}_cpu"
     # 12 epochs of the 32 bundled train images at 2 per batch: 32 * 12 / 2 = 192 iters; warmup 10 %.
@@ -145,6 +146,7 @@ def cpu_finetune(dataloader, optimizer, train, *, paper_lr, name):
     dataloader.test.num_workers = 1
     dataloader.evaluator.evaluators.append(frequency_evaluator)
     optimizer.lr = paper_lr * BATCH / 16 * 1.5  # linear scaling, then x1.5 as in the paper
+    train.reference_batch_size = BATCH
     train.init_checkpoint = ""  # the backbone loads its ImageNet weights itself
     train.output_dir = f"output/finetune_{name}_cpu"
     # 24 epochs of the 32 bundled train images at 2 per batch: 32 * 24 / 2 = 384 iters.

@@ -17,4 +17,7 @@ train.init_checkpoint = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
 train.max_iter = 88716
 train.checkpointer.period = 7393  # one epoch
 train.eval_period = 0  # nothing to evaluate during pre-training
+# lr and schedule are for 16 images per batch; with another dataloader.train.total_batch_size,
+# train.auto_scale=True rescales them linearly (aligndet_d2/engine/scaling.py).
+train.update(reference_batch_size=16, auto_scale=False)
 lr_multiplier = step_schedule(length=12, steps=(8, 11), warmup_fraction=500 / 88716)
