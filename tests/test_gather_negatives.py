@@ -23,8 +23,8 @@ def _worker(rank, port, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     q, iq, k, ik = _data(rank)
-    loss, _ = box_contrastive_loss(q, iq, k, ik, gather_negatives=True)
-    out[rank] = loss.item()
+    loss, metrics = box_contrastive_loss(q, iq, k, ik, gather_negatives=True)
+    out[rank] = (loss.item(), metrics["num_negatives"].item())
     dist.destroy_process_group()
 
 
@@ -47,6 +47,9 @@ def test_gathered_negatives_match_a_single_process_computation():
             torch.cat([k, other_k]),
             torch.cat([ik, torch.full((len(other_k),), OTHER_DEVICE_ID)]),
         )
-        assert out[rank] == pytest.approx(expected.item(), rel=1e-5)
-        local, _ = box_contrastive_loss(q, iq, k, ik)
-        assert out[rank] != pytest.approx(local.item(), rel=1e-3)
+        loss, num_negatives = out[rank]
+        assert loss == pytest.approx(expected.item(), abs=1e-6)
+        local, local_metrics = box_contrastive_loss(q, iq, k, ik)
+        assert loss != pytest.approx(local.item(), rel=1e-3)
+        # Every key of the other process is one more negative of every query.
+        assert num_negatives == local_metrics["num_negatives"].item() + len(other_k)
