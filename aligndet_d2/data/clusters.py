@@ -1,0 +1,381 @@
+"""Cluster pseudo-labels of proposals, the classes of AlignDet's DETR pre-training (DESIGN.md 2.4).
+
+For each proposal: RoIAlign of the frozen backbone's last feature map (the backbone pre-training
+will use), averaged over the RoI -> one vector; PCA to 256-d and k-means with K clusters over all
+proposals (scikit-learn); the proposals json is written again with categories ``cluster_1 ..
+cluster_K`` (the reference's file format) and the settings and cluster sizes in ``info``.
+
+Features are computed in shards of images, each saved as it finishes, so that an interrupted run
+resumes; the same inputs and settings give the same clusters (eval-mode backbone, fixed seeds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .proposals import ProposalsError
+
+__all__ = [
+    "ClusterSettings",
+    "ClusterError",
+    "cluster_features",
+    "cluster_proposals",
+    "proposal_features",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class ClusterError(ValueError):
+    """Settings or inputs the clustering cannot use (too few proposals, a cache of another run)."""
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How proposals are described and clustered.
+
+    Attributes:
+        num_clusters: K, the number of pseudo-classes (the reference: 256).
+        pca_dim: PCA dimension before k-means (the reference: 256; capped at the feature size).
+        max_proposals: the first k proposals of each image, as pre-training reads them (DETR: 50);
+            None: all. Only these are written to the output.
+        short_edge: images resized so that their short side is this long ...
+        max_size: ... and their long side at most this long.
+        roi_size: RoIAlign output size, averaged into one vector per proposal.
+        seed: seed of PCA's and k-means' random states.
+        kmeans_init: k-means restarts (scikit-learn's ``n_init``); the best inertia is kept.
+    """
+
+    num_clusters: int = 256
+    pca_dim: int = 256
+    max_proposals: Optional[int] = 50
+    short_edge: int = 800
+    max_size: int = 1333
+    roi_size: int = 7
+    seed: int = 0
+    kmeans_init: int = 3
+
+    def __post_init__(self):
+        if self.num_clusters < 2:
+            raise ClusterError(f"num_clusters must be at least 2, got {self.num_clusters}")
+        if self.pca_dim < 1 or self.roi_size < 1 or self.kmeans_init < 1:
+            raise ClusterError("pca_dim, roi_size and kmeans_init must be positive")
+        if self.max_proposals is not None and self.max_proposals < 1:
+            raise ClusterError(f"max_proposals must be positive or None, got {self.max_proposals}")
+
+
+def cluster_features(
+    features: np.ndarray, num_clusters: int, pca_dim: int = 256, seed: int = 0, n_init: int = 3
+) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """PCA then k-means (scikit-learn), deterministic for a seed.
+
+    Args:
+        features: (N, C) float array, one row per proposal.
+        num_clusters: K.
+        pca_dim: PCA dimension (capped at C and N).
+        seed: random state of both.
+        n_init: k-means restarts.
+
+    Returns:
+        (labels (N,) int64 in [0, K), info: the PCA dimension used, its explained variance and the
+        k-means inertia and iterations).
+
+    Raises:
+        ClusterError: fewer rows than clusters.
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    n, c = features.shape
+    if n < num_clusters:
+        raise ClusterError(
+            f"{num_clusters} clusters need at least as many proposals; there are {n}"
+        )
+    dim = min(pca_dim, c, n)
+    x = features.astype(np.float32)
+    pca = PCA(n_components=dim, random_state=seed)
+    z = pca.fit_transform(x) if dim < c else x - x.mean(axis=0)
+    km = KMeans(n_clusters=num_clusters, n_init=n_init, random_state=seed)
+    labels = km.fit_predict(z)
+    info = {
+        "pca_dim": int(dim),
+        "pca_explained_variance": float(pca.explained_variance_ratio_.sum()) if dim < c else 1.0,
+        "kmeans_inertia": float(km.inertia_),
+        "kmeans_iterations": int(km.n_iter_),
+    }
+    return labels.astype(np.int64), info
+
+
+def _read_json(path: str) -> Dict[str, Any]:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ProposalsError(f"{path}: cannot read the proposals json ({e})") from e
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise ProposalsError(f"{path}: no '{key}' list: not a COCO/proposals json")
+    return data
+
+
+def _kept_annotations(data: Dict[str, Any], max_proposals: Optional[int]) -> List[List[int]]:
+    """Per image (json order), the indices into ``data["annotations"]`` of its first proposals."""
+    index = {im["id"]: i for i, im in enumerate(data["images"])}
+    per_image: List[List[int]] = [[] for _ in data["images"]]
+    for j, a in enumerate(data["annotations"]):
+        i = index.get(a["image_id"])
+        if i is None:
+            raise ProposalsError(
+                f"annotation {a.get('id')} refers to image {a['image_id']} not listed"
+            )
+        if max_proposals is None or len(per_image[i]) < max_proposals:
+            per_image[i].append(j)
+    return per_image
+
+
+class _Backbone:
+    """A config's backbone (the pre-training detector's, or a fine-tune detector's), frozen, with
+    its input normalisation: ``(images) -> (N, C)`` RoI features of given boxes."""
+
+    def __init__(self, config_file: str, opts: Sequence[str], device: str):
+        from detectron2.checkpoint import DetectionCheckpointer
+        from detectron2.config import LazyConfig, instantiate
+
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), list(opts))
+        det = cfg.model.detector if "detector" in cfg.model else cfg.model
+        backbone = instantiate(det.backbone)
+        self.net = getattr(backbone, "bottom_up", backbone)  # the image network, not the FPN
+        init = cfg.train.get("init_checkpoint", "")
+        if init:
+            holder = torch.nn.Module()
+            holder.backbone = backbone  # Detectron2 names: backbone[.bottom_up].res5...
+            DetectionCheckpointer(holder).load(init)
+        self.net.eval().to(device)
+        for p in self.net.parameters():
+            p.requires_grad_(False)
+        shapes = self.net.output_shape()
+        self.feature = max(shapes, key=lambda k: shapes[k].stride)
+        self.stride = shapes[self.feature].stride
+        self.channels = shapes[self.feature].channels
+        self.mean = torch.tensor(det.pixel_mean, device=device).view(-1, 1, 1)
+        self.std = torch.tensor(det.pixel_std, device=device).view(-1, 1, 1)
+        self.input_format = det.get("input_format", "BGR")
+        self.size_divisibility = max(getattr(self.net, "size_divisibility", 0), self.stride)
+        self.device = device
+        self.key = f"{os.path.abspath(config_file)}|{list(opts)}|{init}"
+
+    @torch.no_grad()
+    def __call__(self, images: List[torch.Tensor], boxes: List[torch.Tensor], roi_size: int):
+        from detectron2.structures import ImageList
+        from torchvision.ops import roi_align
+
+        x = [(im.to(self.device).float() - self.mean) / self.std for im in images]
+        batch = ImageList.from_tensors(x, self.size_divisibility)
+        feat = self.net(batch.tensor)[self.feature]
+        rois = roi_align(
+            feat,
+            [b.to(self.device) for b in boxes],
+            output_size=roi_size,
+            spatial_scale=1.0 / self.stride,
+            sampling_ratio=2,
+            aligned=True,
+        )
+        return rois.mean(dim=(2, 3)).cpu().numpy()
+
+
+def _load_image(path: str, input_format: str, short_edge: int, max_size: int):
+    """(C, H, W) float tensor resized as the settings say, and the scale applied."""
+    from detectron2.data import detection_utils as utils
+    from detectron2.data import transforms as T
+
+    try:
+        img = utils.read_image(path, format=input_format)
+    except Exception as e:  # PIL's errors for a corrupt or truncated file
+        raise ProposalsError(f"{path}: cannot read the image ({e})") from e
+    h, w = img.shape[:2]
+    tf = T.ResizeShortestEdge(short_edge, max_size).get_transform(img)
+    out = tf.apply_image(img)
+    return torch.as_tensor(np.ascontiguousarray(out.transpose(2, 0, 1))), out.shape[0] / h
+
+
+def proposal_features(
+    json_file: str,
+    image_root: str,
+    config_file: str,
+    settings: ClusterSettings = ClusterSettings(),
+    *,
+    opts: Sequence[str] = (),
+    cache_dir: Optional[str] = None,
+    device: str = "cpu",
+    batch_size: int = 4,
+    shard_size: int = 64,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Tuple[np.ndarray, List[int], Dict[str, Any]]:
+    """RoI features of the first ``settings.max_proposals`` proposals of every image.
+
+    Args:
+        json_file: proposals json (``tools/proposals.py generate``).
+        image_root: folder of its images.
+        config_file: config whose backbone (``model.detector.backbone`` or ``model.backbone``,
+            its image network without the FPN) and ``train.init_checkpoint`` describe proposals;
+            ``opts`` override it.
+        cache_dir: where finished shards are saved; a rerun with the same inputs resumes there.
+        device: torch device of the backbone.
+        batch_size: images per forward.
+        shard_size: images per saved shard.
+        progress: called with (images done, images in all) after each shard.
+
+    Returns:
+        (features (N, C) float32, annotation indices into the json's ``annotations`` (N,), info:
+        the backbone feature used, its stride and channels).
+
+    Raises:
+        ProposalsError: the json or an image cannot be read (naming the file).
+        ClusterError: the cache holds another run.
+    """
+    data = _read_json(json_file)
+    kept = _kept_annotations(data, settings.max_proposals)
+    net = _Backbone(config_file, opts, device)
+    h = hashlib.sha256()
+    h.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    h.update(f"{os.path.abspath(json_file)}|{os.path.getsize(json_file)}|{net.key}".encode())
+    run_key = h.hexdigest()
+    cache = Path(cache_dir) if cache_dir else None
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        head = cache / "run.json"
+        if head.exists() and json.loads(head.read_text()).get("run_key") != run_key:
+            raise ClusterError(
+                f"{cache} holds features of another json, backbone or settings; delete it or "
+                "choose another cache folder"
+            )
+        head.write_text(json.dumps({"run_key": run_key, "json_file": json_file}))
+    n_img = len(data["images"])
+    feats: List[np.ndarray] = []
+    rows: List[int] = []
+    for s in range(0, n_img, shard_size):
+        shard = cache / f"shard_{s // shard_size:06d}.npz" if cache is not None else None
+        if shard is not None and shard.exists():
+            z = np.load(shard)
+            feats.append(z["features"])
+            rows += z["rows"].tolist()
+        else:
+            f, r = _shard_features(
+                data,
+                kept,
+                range(s, min(s + shard_size, n_img)),
+                image_root,
+                net,
+                settings,
+                batch_size,
+            )
+            feats.append(f)
+            rows += r
+            if shard is not None:
+                tmp = shard.with_suffix(".tmp.npz")
+                np.savez(tmp, features=f, rows=np.asarray(r, dtype=np.int64))
+                os.replace(tmp, shard)  # a killed run never leaves half a shard
+        if progress is not None:
+            progress(min(s + shard_size, n_img), n_img)
+    features = np.concatenate(feats) if feats else np.zeros((0, net.channels), np.float32)
+    info = {"feature": net.feature, "stride": net.stride, "channels": net.channels}
+    return features.astype(np.float32), rows, info
+
+
+def _shard_features(data, kept, images, image_root, net, settings, batch_size):
+    feats, rows = [], []
+    batch: List[Tuple[torch.Tensor, torch.Tensor, List[int]]] = []
+
+    def flush():
+        if batch:
+            feats.append(net([b[0] for b in batch], [b[1] for b in batch], settings.roi_size))
+            for b in batch:
+                rows.extend(b[2])
+            batch.clear()
+
+    for i in images:
+        idx = kept[i]
+        if not idx:  # an image without proposals adds no pseudo-label
+            continue
+        im = data["images"][i]
+        path = os.path.join(image_root, im["file_name"])
+        tensor, scale = _load_image(path, net.input_format, settings.short_edge, settings.max_size)
+        xywh = np.asarray([data["annotations"][j]["bbox"] for j in idx], dtype=np.float32)
+        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * scale
+        batch.append((tensor, torch.from_numpy(boxes), idx))
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    c = net.channels
+    return (np.concatenate(feats) if feats else np.zeros((0, c), np.float32)), rows
+
+
+def cluster_proposals(
+    json_file: str,
+    image_root: str,
+    config_file: str,
+    output: str,
+    settings: ClusterSettings = ClusterSettings(),
+    **kwargs,
+) -> Dict[str, Any]:
+    """Writes ``output``: the proposals of ``json_file`` (the first ``settings.max_proposals`` per
+    image) with cluster ids as categories ``cluster_1 .. cluster_K``; returns its ``info`` entry.
+
+    Keyword arguments go to :func:`proposal_features`.
+    """
+    data = _read_json(json_file)
+    n = sum(len(k) for k in _kept_annotations(data, settings.max_proposals))
+    if n < settings.num_clusters:  # before hours of features, not after
+        raise ClusterError(
+            f"{json_file}: {settings.num_clusters} clusters need at least as many proposals; "
+            f"there are {n} (max_proposals={settings.max_proposals} per image)"
+        )
+    t0 = time.perf_counter()
+    features, rows, feat_info = proposal_features(
+        json_file, image_root, config_file, settings, **kwargs
+    )
+    t1 = time.perf_counter()
+    labels, km_info = cluster_features(
+        features, settings.num_clusters, settings.pca_dim, settings.seed, settings.kmeans_init
+    )
+    t2 = time.perf_counter()
+    k = settings.num_clusters
+    annotations = []
+    for row, label in zip(rows, labels):
+        a = dict(data["annotations"][row], category_id=int(label) + 1)
+        annotations.append(a)
+    sizes = np.bincount(labels, minlength=k)
+    info = dict(data.get("info") or {})
+    info["clusters"] = {
+        **asdict(settings),
+        "source": os.path.abspath(json_file),
+        "config_file": config_file,
+        "opts": list(kwargs.get("opts", ())),
+        **feat_info,
+        **km_info,
+        "num_proposals": len(rows),
+        "sizes": sizes.tolist(),
+        "empty_clusters": int((sizes == 0).sum()),
+        "seconds": {"features": round(t1 - t0, 1), "clustering": round(t2 - t1, 1)},
+    }
+    out = dict(
+        data,
+        info=info,
+        annotations=annotations,
+        categories=[{"id": i + 1, "name": f"cluster_{i + 1}"} for i in range(k)],
+    )
+    tmp = f"{output}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f)
+    os.replace(tmp, output)
+    return info["clusters"]
