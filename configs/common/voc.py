@@ -31,12 +31,13 @@ evaluator = L(DatasetEvaluators)(
 
 
 def voc_classes(model):
-    """20 classes in the detector's classifier (R-CNN box predictor or dense head)."""
+    """20 classes in the detector's classifier (R-CNN box predictor, dense head or DETR)."""
     if "roi_heads" in model:
         model.roi_heads.num_classes = NUM_CLASSES
     else:
-        model.num_classes = NUM_CLASSES
-        model.head.num_classes = NUM_CLASSES
+        model.num_classes = NUM_CLASSES  # DETR's criterion follows it by interpolation
+        if "head" in model:
+            model.head.num_classes = NUM_CLASSES
     return model
 
 

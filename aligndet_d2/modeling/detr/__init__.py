@@ -1,0 +1,16 @@
+"""DETR in Detectron2 (no dependency on the registry's ``detr`` package)."""
+
+from .criterion import SetCriterion
+from .detr import DETR, MLP
+from .matcher import HungarianMatcher
+from .position_encoding import PositionEmbeddingSine
+from .transformer import DETRTransformer
+
+__all__ = [
+    "DETR",
+    "DETRTransformer",
+    "HungarianMatcher",
+    "MLP",
+    "PositionEmbeddingSine",
+    "SetCriterion",
+]

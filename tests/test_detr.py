@@ -1,0 +1,140 @@
+"""DETR in Detectron2: the matcher against brute force, the set loss against hand-computed values,
+the position encoding, and the CPU model's training and inference outputs."""
+
+import itertools
+import math
+
+import pytest
+import torch
+from conftest import CONFIGS
+from detectron2.config import LazyConfig, instantiate
+from detectron2.structures import Boxes, Instances
+from detectron2.utils.events import EventStorage
+from torchvision.ops import box_convert, generalized_box_iou
+
+from aligndet_d2.modeling.detr import HungarianMatcher, PositionEmbeddingSine, SetCriterion
+
+
+def _boxes(n, g):
+    cxcy = torch.rand(n, 2, generator=g) * 0.6 + 0.2
+    wh = torch.rand(n, 2, generator=g) * 0.3 + 0.05
+    return torch.cat([cxcy, wh], 1)
+
+
+def _cost(pb, tb, logits, labels, wc, wb, wg):
+    giou = generalized_box_iou(box_convert(pb, "cxcywh", "xyxy"), box_convert(tb, "cxcywh", "xyxy"))
+    c = wb * torch.cdist(pb, tb, p=1) - wg * giou
+    if wc:
+        c = c - wc * logits.softmax(-1)[:, labels]
+    return c
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("weights", [(1.0, 5.0, 2.0), (0.0, 5.0, 2.0)])
+def test_matcher_finds_the_brute_force_optimum(seed, weights):
+    g = torch.Generator().manual_seed(seed)
+    q, t = 5, 3
+    pb, tb = _boxes(q, g), _boxes(t, g)
+    logits, labels = torch.randn(q, 4, generator=g), torch.randint(0, 3, (t,), generator=g)
+    ((qi, ti),) = HungarianMatcher(*weights)(pb[None], [tb], logits[None], [labels])
+    cost = _cost(pb, tb, logits, labels, *weights)
+    best = min(
+        sum(cost[p, j] for j, p in enumerate(perm)) for perm in itertools.permutations(range(q), t)
+    )
+    assert len(qi) == t and sorted(ti.tolist()) == list(range(t))
+    assert cost[qi, ti].sum().item() == pytest.approx(best.item(), abs=1e-5)
+
+
+def test_instance_match_never_reads_class_scores():
+    g = torch.Generator().manual_seed(0)
+    pb, tb = _boxes(6, g), _boxes(4, g)
+    boxes_only = HungarianMatcher(cost_class=0.0, cost_bbox=5.0, cost_giou=2.0)
+    a = boxes_only(pb[None], [tb])  # no logits at all
+    b = boxes_only(pb[None], [tb], torch.randn(1, 6, 9), [torch.tensor([0, 8, 3, 1])])
+    assert all(torch.equal(x, y) for x, y in zip(a[0], b[0]))
+
+
+def test_set_loss_matches_hand_computed_values():
+    # Query 0 predicts (0.5, 0.5, 0.2, 0.2), query 1 a far box; one target (0.5, 0.5, 0.4, 0.4),
+    # class 1 of K = 2. Matching: query 0. L1 = 0.2 + 0.2 = 0.4; IoU = 0.04 / 0.16 = 0.25, and the
+    # enclosing box is the target, so GIoU = 0.25.
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.05, 0.05]]])
+    logits = torch.tensor([[[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]]])
+    crit = SetCriterion(num_classes=2, matcher=HungarianMatcher(), eos_coef=0.1)
+    losses = crit(
+        logits[None], boxes[None], [torch.tensor([1])], [torch.tensor([[0.5, 0.5, 0.4, 0.4]])]
+    )
+    # Cross-entropy, targets (1, no-object = 2), weights (1, 0.1), weighted mean.
+    lp = logits[0].log_softmax(-1)
+    ce = (1.0 * -lp[0, 1] + 0.1 * -lp[1, 2]) / (1.0 + 0.1)
+    assert losses["loss_ce"].item() == pytest.approx(ce.item(), rel=1e-6)
+    assert losses["loss_bbox"].item() == pytest.approx(5 * 0.4, rel=1e-6)
+    assert losses["loss_giou"].item() == pytest.approx(2 * (1 - 0.25), rel=1e-6)
+
+
+def test_aux_losses_on_every_decoder_layer():
+    g = torch.Generator().manual_seed(1)
+    crit = SetCriterion(num_classes=3, matcher=HungarianMatcher())
+    logits, boxes = torch.randn(3, 2, 4, 4, generator=g), torch.rand(3, 2, 4, 4, generator=g)
+    boxes[..., 2:] = boxes[..., 2:] * 0.3 + 0.05
+    labels, targets = [torch.tensor([0]), torch.tensor([2, 1])], [_boxes(1, g), _boxes(2, g)]
+    out = crit(logits, boxes, labels, targets)
+    names = ("loss_ce", "loss_bbox", "loss_giou")
+    assert set(out) == {f"{k}{s}" for k in names for s in ("", "_0", "_1")}
+    # Each layer is matched and weighted on its own, normalised by the 3 targets of the batch.
+    for layer, suffix in ((0, "_0"), (1, "_1"), (2, "")):
+        own, _ = crit.layer_losses(logits[layer], boxes[layer], labels, targets, 3.0)
+        for k in names:
+            assert out[k + suffix].item() == pytest.approx(own[k].item(), rel=1e-6)
+
+
+def test_sine_position_encoding_follows_the_unpadded_extent():
+    mask = torch.zeros(1, 4, 6, dtype=torch.bool)
+    mask[:, :, 4:] = True  # two padded columns
+    pos = PositionEmbeddingSine(8)(mask)
+    assert pos.shape == (1, 16, 4, 6)
+    # y channel 0 is sin(2 pi (row + 1) / 4); x channel 1 is cos(2 pi (col + 1) / 4) (dim_t = 1).
+    assert pos[0, 0, 1, 0].item() == pytest.approx(math.sin(2 * math.pi * 2 / 4), abs=1e-5)
+    assert pos[0, 9, 0, 2].item() == pytest.approx(math.cos(2 * math.pi * 3 / 4), abs=1e-5)
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for h, w in ((160, 224), (192, 160)):
+        inst = Instances((h, w))
+        inst.gt_boxes = Boxes(torch.tensor([[10.0, 20.0, 90.0, 120.0], [50.0, 40.0, 150.0, 150.0]]))
+        inst.gt_classes = torch.tensor([3, 7])
+        out.append(
+            {
+                "image": torch.randint(0, 256, (3, h, w), generator=g).float(),
+                "instances": inst,
+                "height": 2 * h,
+                "width": 2 * w,
+            }
+        )
+    return out
+
+
+def test_cpu_detr_trains_and_predicts():
+    cfg = LazyConfig.load(str(CONFIGS / "finetune_detr_cpu.py"))
+    cfg.model.backbone.pretrained = False
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    batch = _batch()
+    with EventStorage():
+        losses = model(batch)
+    assert set(losses) == {
+        f"{k}{s}" for k in ("loss_ce", "loss_bbox", "loss_giou") for s in ("", "_0")
+    }
+    sum(losses.values()).backward()
+    assert model.query_embed.weight.grad is not None and model.class_embed.weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+    for d, r in zip(batch, out):
+        inst = r["instances"]
+        assert len(inst) == 30 and inst.image_size == (d["height"], d["width"])  # original size
+        b = inst.pred_boxes.tensor
+        assert (b[:, 0] >= 0).all() and (b[:, 2] <= d["width"]).all()
+        assert ((inst.scores > 0) & (inst.scores < 1)).all() and (inst.pred_classes < 80).all()
