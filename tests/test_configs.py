@@ -30,7 +30,9 @@ def test_config_instantiates(name):
     optimizer = instantiate(cfg.optimizer)
     assert optimizer.param_groups and cfg.train.max_iter > 0
     lr = instantiate(cfg.lr_multiplier)
-    assert lr(0.0) < lr(0.5) <= 1.0 and lr(0.99) < lr(0.5)  # warmup, then steps down
+    # A warmup (DETR's schedule has none), then steps down.
+    assert (lr(0.0) < lr(0.5) or name == "finetune_detr.py") and lr(0.5) <= 1.0
+    assert lr(0.99) < lr(0.5)
     if name.startswith("pretrain_"):
         # Only the neck and the heads train.
         assert not any(p.requires_grad for p in model.online.backbone.bottom_up.parameters())

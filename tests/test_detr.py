@@ -138,3 +138,17 @@ def test_cpu_detr_trains_and_predicts():
         b = inst.pred_boxes.tensor
         assert (b[:, 0] >= 0).all() and (b[:, 2] <= d["width"]).all()
         assert ((inst.scores > 0) & (inst.scores < 1)).all() and (inst.pred_classes < 80).all()
+
+
+def test_clip_grad_adamw_clips_the_global_norm_before_its_step():
+    from aligndet_d2.solver import ClipGradAdamW
+
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(4))
+    opt = ClipGradAdamW([{"params": [a]}, {"params": [b], "lr": 0.5}], lr=1.0, max_norm=0.1)
+    a.grad, b.grad = torch.full((3,), 3.0), torch.full((4,), -4.0)
+    opt.step()
+    total = torch.cat([a.grad, b.grad]).norm().item()
+    assert total == pytest.approx(0.1, rel=1e-4)  # across both groups, direction kept
+    assert (a.grad > 0).all() and (b.grad < 0).all()
+    with pytest.raises(ValueError, match="max_norm"):
+        ClipGradAdamW([a], lr=1.0, max_norm=0.0)

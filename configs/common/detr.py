@@ -46,7 +46,9 @@ model = L(DETR)(
 # AdamW, lr 1e-4 (the backbone x0.1), weight decay 1e-4 on every parameter, gradient norm <= 0.1.
 optimizer = L(ClipGradAdamW)(
     params=L(get_default_optimizer_params)(
-        weight_decay_norm=None, lr_factor_func=partial(backbone_lr_factor, factor=0.1)
+        base_lr="${..lr}",
+        weight_decay_norm=None,
+        lr_factor_func=partial(backbone_lr_factor, factor=0.1),
     ),
     lr=1e-4,
     weight_decay=1e-4,
