@@ -22,6 +22,8 @@ from aligndet_d2.engine.train_loop import build_trainer, load_init_checkpoint
 from aligndet_d2.modeling import MomentumPair
 
 MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
+# torchvision's R-50 in Detectron2's names (the DETR configs', as Detectron2's DETR project).
+TV_R50 = "detectron2://ImageNetPretrained/torchvision/R-50.pkl"
 PRETRAIN = ["pretrain_box_faster_rcnn.py", "pretrain_box_retinanet.py", "pretrain_box_fcos.py"]
 # What the weights a config names expect of the input (Detectron2's model zoo constants: the MSRA
 # weights take BGR in 0..255 minus the mean, their std folded into conv1; stride in the 1x1 conv).
@@ -31,6 +33,12 @@ EXPECTED_INPUT = {
         pixel_mean=[103.530, 116.280, 123.675],
         pixel_std=[1.0, 1.0, 1.0],
         stride_in_1x1=True,
+    ),
+    TV_R50: dict(
+        input_format="RGB",
+        pixel_mean=[123.675, 116.28, 103.53],
+        pixel_std=[58.395, 57.12, 57.375],
+        stride_in_1x1=False,
     ),
 }
 # The CPU configs' EfficientNet-Lite0 loads its own ImageNet weights: RGB, (x - 127) / 128.
@@ -84,14 +92,16 @@ def r50():
 
 @pytest.fixture(scope="module")
 def msra_standin(r50, tmp_path_factory):
-    """The MSRA-layout stand-in, where Detectron2 caches ``MSRA_R50``; yields its weights."""
+    """The MSRA-layout stand-in, where Detectron2 caches ``MSRA_R50`` (and a torchvision-layout one
+    where it caches ``TV_R50``); yields the MSRA file's weights."""
     cache = tmp_path_factory.mktemp("fvcore_cache")
-    url_path = urlparse(
-        "https://dl.fbaipublicfiles.com/detectron2/" + MSRA_R50[len("detectron2://") :]
-    ).path
-    target = cache / url_path.lstrip("/")
-    target.parent.mkdir(parents=True)
-    expected = _write_msra(target, r50)
+    targets = {}
+    for url in (MSRA_R50, TV_R50):
+        path = urlparse("https://dl.fbaipublicfiles.com/detectron2/" + url[len("detectron2://") :])
+        targets[url] = cache / path.path.lstrip("/")
+        targets[url].parent.mkdir(parents=True, exist_ok=True)
+    expected = _write_msra(targets[MSRA_R50], r50)
+    _write_torchvision(targets[TV_R50], r50)
     old = os.environ.get("FVCORE_CACHE")
     os.environ["FVCORE_CACHE"] = str(cache)
     yield expected
@@ -112,9 +122,10 @@ def test_caffe2_names_are_the_msra_file_names():
 
 
 def _assert_backbone_equals(detector, expected, where):
-    state = detector.backbone.bottom_up.state_dict()
-    params = {k for k, _ in detector.backbone.bottom_up.named_parameters()}
-    for k, _ in detector.backbone.bottom_up.named_buffers():
+    net = getattr(detector.backbone, "bottom_up", detector.backbone)  # DETR's has no FPN
+    state = net.state_dict()
+    params = {k for k, _ in net.named_parameters()}
+    for k, _ in net.named_buffers():
         if k.endswith((".weight", ".bias")):  # FrozenBN keeps its affine terms as buffers
             params.add(k)
     assert params and params <= set(expected), f"{where}: weights missing from the file"
@@ -169,22 +180,23 @@ def _with_init(name):
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.py")))
-def test_every_configs_init_checkpoint_loads_and_matches_its_input(name, msra_standin):
+def test_every_configs_init_checkpoint_loads_and_matches_its_input(name, msra_standin, r50):
     cfg = LazyConfig.load(str(CONFIGS / name))
     init = cfg.train.init_checkpoint
     pretraining = name.startswith("pretrain_")
     detector = cfg.model.detector if pretraining else cfg.model
+    net = detector.backbone.get("bottom_up", detector.backbone)
     formats = [cfg.dataloader.train.mapper.image_format]
     if "test" in cfg.dataloader:
         formats.append(cfg.dataloader.test.mapper.image_format)
     if init == "":
         # CPU configs: the EfficientNet-Lite0 backbone loads its ImageNet weights itself.
-        assert "EfficientNetLite" in str(detector.backbone.bottom_up._target_)
+        assert "EfficientNetLite" in str(net._target_)
         expected = LITE_INPUT
     else:
         assert init in EXPECTED_INPUT, f"{name}: no stand-in of the right layout for {init}"
         expected = EXPECTED_INPUT[init]
-        assert detector.backbone.bottom_up.stages.stride_in_1x1 == expected["stride_in_1x1"]
+        assert net.stages.stride_in_1x1 == expected["stride_in_1x1"]
     assert list(detector.pixel_mean) == pytest.approx(expected["pixel_mean"])
     assert list(detector.pixel_std) == pytest.approx(expected["pixel_std"])
     if "input_format" in detector:  # Detectron2's FCOS has none: its loader's format is the input
@@ -194,4 +206,5 @@ def test_every_configs_init_checkpoint_loads_and_matches_its_input(name, msra_st
         return
     model = instantiate(cfg.model)
     load_init_checkpoint(model, init)
-    _assert_backbone_equals(model.online if pretraining else model, msra_standin, name)
+    weights = msra_standin if init == MSRA_R50 else r50  # the torchvision file holds all of r50
+    _assert_backbone_equals(model.online if pretraining else model, weights, name)

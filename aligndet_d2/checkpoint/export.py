@@ -38,23 +38,35 @@ EXPORT_MARKER = "aligndet_export"
 # backbone but its bottom-up network).
 MODULES: Sequence[Tuple[str, Tuple[str, ...]]] = (
     ("backbone", ("backbone.bottom_up.",)),
-    ("FPN", ("backbone.",)),
+    ("FPN", ("backbone.fpn_", "backbone.top_block.")),
+    # A backbone without FPN (DETR's): everything else under backbone.
+    ("backbone", ("backbone.",)),
     ("RPN", ("proposal_generator.",)),
     ("box head", ("roi_heads.box_head.", "roi_heads.box_pooler.")),
     ("predictor", ("roi_heads.box_predictor.",)),
     ("mask head", ("roi_heads.mask_head.", "roi_heads.mask_pooler.")),
     ("dense towers", ("head.cls_subnet.", "head.bbox_subnet.", "head.share_tower.")),
     ("dense predictor", ("head.",)),
+    ("transformer", ("transformer.", "input_proj.", "query_embed.")),
+    ("DETR heads", ("class_embed.", "bbox_embed.")),
 )
 # Modules whose every key must transfer when the detector and backbone match; the others
 # (predictors, mask head, the backbone's residual adapters: an export has none, fine-tuning starts
 # them at zero) are expected to start, at least in part, from random init.
-_MUST_TRANSFER = ("backbone", "FPN", "RPN", "box head", "dense towers")
+_MUST_TRANSFER = ("backbone", "FPN", "RPN", "box head", "dense towers", "transformer")
 
-# Layers that only pre-training has.
+# Layers that only pre-training has (matched anywhere in the key, also at its start), and DETR's
+# classifier over the pre-training's clusters.
 _PROJECTION = (".projector.",)
-# The last box-regression layers (kept or dropped by the switch).
-_REGRESSION = ("roi_heads.box_predictor.bbox_pred.", "head.bbox_pred.", "head.ctrness.")
+_CLUSTER_CLASSIFIER = ("class_embed.",)
+# The last box-regression layers (kept or dropped by the switch); DETR's is its box MLP's last
+# linear layer.
+_REGRESSION = (
+    "roi_heads.box_predictor.bbox_pred.",
+    "head.bbox_pred.",
+    "head.ctrness.",
+    "bbox_embed.4.",
+)
 _RPN = "proposal_generator."
 
 
@@ -64,7 +76,7 @@ class ExportMismatchError(ValueError):
 
 def module_of(key: str) -> str:
     """The report module of a state-dict key (residual adapters of the backbone: "adapters")."""
-    if key.startswith("backbone.bottom_up.") and is_adapter_key(key):
+    if key.startswith("backbone.") and is_adapter_key(key):
         return "adapters"
     for name, prefixes in MODULES:
         if key.startswith(prefixes):
@@ -110,7 +122,8 @@ def export_state_dict(
     for k in online:
         key = k[len("online.") :]
         if (
-            any(p in key for p in _PROJECTION)
+            any(p in "." + key for p in _PROJECTION)
+            or key.startswith(_CLUSTER_CLASSIFIER)
             or (not keep_box_regression and key.startswith(_REGRESSION))
             or (drop_rpn and key.startswith(_RPN))
         ):
@@ -206,7 +219,7 @@ def key_report(
     for k in model_state:
         if k not in exported:
             row(k)["random_init"].append(k)
-    order = [name for name, _ in MODULES] + ["other"]
+    order = list(dict.fromkeys(name for name, _ in MODULES)) + ["other"]
     order.insert(1, "adapters")
     return OrderedDict(sorted(report.items(), key=lambda kv: order.index(kv[0])))
 

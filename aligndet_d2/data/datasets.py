@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
@@ -19,6 +19,7 @@ from detectron2.structures import BoxMode
 from .proposals import CATEGORY, ProposalsError
 
 __all__ = [
+    "cluster_categories",
     "load_proposals_json",
     "register_proposals",
     "register_coco_as_proposals",
@@ -45,15 +46,17 @@ def load_proposals_json(
     Images with no box are skipped with one warning that counts them.
 
     Args:
-        json_file: the proposals json written by ``tools/proposals.py generate``, or a labelled COCO
-            json, whose ground-truth boxes are then used as proposals (its labels are ignored, with
-            a warning).
+        json_file: the proposals json written by ``tools/proposals.py generate`` or
+            ``tools/cluster_proposals.py`` (then ``category_id`` is the 0-based cluster), or a
+            labelled COCO json, whose ground-truth boxes are then used as proposals (its labels are
+            ignored, with a warning).
         image_root: folder the ``file_name`` entries are relative to.
         check_files: check that every image file exists under ``image_root``.
 
     Returns:
         list[dict]: one dict per image with ``file_name``, ``image_id``, ``height``, ``width`` and
-        ``annotations`` (each ``{"bbox", "bbox_mode", "category_id": 0}``), proposals in file order.
+        ``annotations`` (each ``{"bbox", "bbox_mode", "category_id"}``, the category 0 unless the
+        json holds clusters), proposals in file order.
 
     Raises:
         ProposalsError: naming the json, the image and the box, when an image is not under the
@@ -68,6 +71,7 @@ def load_proposals_json(
         if not isinstance(data.get(key), list):
             raise ProposalsError(f"{json_file}: no '{key}' list: not a COCO/proposals json")
     cats = data.get("categories") or []
+    num_clusters = cluster_categories(cats)
     if not is_proposals_categories(cats):
         logger.warning(
             f"{json_file}: labelled dataset used for pre-training: its {len(cats)} class labels "
@@ -98,7 +102,15 @@ def load_proposals_json(
             t = _BOX_TOLERANCE
             if x < -t or y < -t or x + w > W + t or y + h > H + t:
                 raise ProposalsError(f"{where}: outside the {W}x{H} image")
-            anns.append({"bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0})
+            cls = 0
+            if num_clusters:  # cluster pseudo-labels: cluster_k is class k - 1
+                cls = a.get("category_id", 0) - 1
+                if not 0 <= cls < num_clusters:
+                    raise ProposalsError(
+                        f"{where}: category_id {a.get('category_id')} is not one of the "
+                        f"{num_clusters} clusters"
+                    )
+            anns.append({"bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS, "category_id": cls})
         if not anns:
             empty.append(im["file_name"])
             continue
@@ -183,7 +195,17 @@ def is_proposals_dataset(name: str) -> bool:
     return False
 
 
+def cluster_categories(categories: List[Dict[str, Any]]) -> Optional[int]:
+    """K when a COCO json's ``categories`` are the cluster pseudo-labels ``cluster_1 .. cluster_K``
+    with ids 1..K (``tools/cluster_proposals.py``), else None."""
+    cats = categories or []
+    expected = [(i + 1, f"cluster_{i + 1}") for i in range(len(cats))]
+    ok = cats and [(c.get("id"), c.get("name")) for c in cats] == expected
+    return len(cats) if ok else None
+
+
 def is_proposals_categories(categories: List[Dict[str, Any]]) -> bool:
     """Whether a COCO json's ``categories`` list is that of a proposals file (``selective_search``
-    alone)."""
-    return [c.get("name") for c in categories or []] == [CATEGORY["name"]]
+    alone, or cluster pseudo-labels): boxes without human labels."""
+    names = [c.get("name") for c in categories or []]
+    return names == [CATEGORY["name"]] or cluster_categories(categories) is not None

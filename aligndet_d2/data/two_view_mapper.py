@@ -122,7 +122,7 @@ class TwoViewMapper:
     list of two dicts, each ``{"image": (C, H_v, W_v) uint8 tensor, "instances": Instances}`` whose
     instances hold ``gt_boxes`` (N boxes in the view's pixels), ``gt_ids`` ((N,) int64, the
     proposal's index in the image's list, identical in both views) and ``gt_classes`` ((N,)
-    zeros), and ``degenerate_boxes``: how many proposals were dropped from both views for being
+    the annotations' ``category_id``: 0 for plain proposals, the cluster for clustered ones), and ``degenerate_boxes``: how many proposals were dropped from both views for being
     under 1 px wide or high in one of them after clipping.
     """
 
@@ -173,12 +173,14 @@ class TwoViewMapper:
         self.max_proposals = max_proposals
         self._warned = False
 
-    def _proposal_boxes(self, dataset_dict: Dict[str, Any]) -> np.ndarray:
+    def _proposal_boxes(self, dataset_dict: Dict[str, Any]) -> Tuple[np.ndarray, torch.Tensor]:
+        """(N, 4) XYXY boxes and (N,) int64 classes (cluster ids, or 0) of the first proposals."""
         anns = dataset_dict["annotations"]
         if self.max_proposals is not None:
             anns = anns[: self.max_proposals]
         boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
-        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        classes = torch.tensor([a.get("category_id", 0) for a in anns], dtype=torch.int64)
+        return np.asarray(boxes, dtype=np.float32).reshape(-1, 4), classes
 
     def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
         dataset_dict = copy.copy(dataset_dict)
@@ -190,7 +192,7 @@ class TwoViewMapper:
                 f"{file_name}: cannot read the image ({type(e).__name__}: {e})"
             ) from e
         utils.check_image_size(dataset_dict, image)
-        boxes = self._proposal_boxes(dataset_dict)
+        boxes, classes = self._proposal_boxes(dataset_dict)
         views = [self._view(image, boxes) for _ in range(2)]
         # A box that clipping (or a downscale) leaves under 1 px wide or high is dropped in both
         # views together, so that ids stay aligned: with Detectron2's low-quality matches, a
@@ -208,7 +210,7 @@ class TwoViewMapper:
             self._warned = True
         ids = torch.arange(len(boxes), dtype=torch.int64)[keep]
         out = {k: dataset_dict[k] for k in ("file_name", "image_id", "height", "width")}
-        out["views"] = [self._view_dict(img, b[keep], ids) for img, b in views]
+        out["views"] = [self._view_dict(img, b[keep], ids, classes[keep]) for img, b in views]
         out["degenerate_boxes"] = n_dropped
         return out
 
@@ -224,11 +226,13 @@ class TwoViewMapper:
         return img, b
 
     @staticmethod
-    def _view_dict(img: np.ndarray, boxes: Boxes, ids: torch.Tensor) -> Dict[str, Any]:
+    def _view_dict(
+        img: np.ndarray, boxes: Boxes, ids: torch.Tensor, classes: torch.Tensor
+    ) -> Dict[str, Any]:
         inst = Instances(img.shape[:2])
         inst.gt_boxes = boxes
         inst.gt_ids = ids.clone()
-        inst.gt_classes = torch.zeros(len(ids), dtype=torch.int64)
+        inst.gt_classes = classes.clone()
         return {
             "image": torch.as_tensor(np.ascontiguousarray(img.transpose(2, 0, 1))),
             "instances": inst,

@@ -146,7 +146,8 @@ class MomentumPair(nn.Module):
 
     @torch.no_grad()
     def update_momentum(self, m: float) -> None:
-        """``theta_k = m theta_k + (1 - m) theta_q`` on trainable parameters; buffers are copied.
+        """``theta_k = m theta_k + (1 - m) theta_q`` on trainable parameters; buffers, and the
+        parameters named in the detector's ``momentum_copied``, are copied.
 
         Parameters the online detector does not train (the frozen backbone) are equal in both and
         stay so.
@@ -159,6 +160,13 @@ class MomentumPair(nn.Module):
         if pairs:
             ks, qs = zip(*pairs)
             torch._foreach_lerp_(list(ks), list(qs), 1.0 - m)
+        # Parameters the detector asks to copy rather than average (DETR's query positions).
+        copied = getattr(self.online, "momentum_copied", ())
+        if copied:
+            online = dict(self.online.named_parameters())
+            momentum = dict(self.momentum.named_parameters())
+            for name in copied:
+                momentum[name].copy_(online[name])
         # The reference leaves buffers as loaded; copying them keeps the copy's norm statistics
         # equal to the online ones (the same here: every norm layer is frozen or GroupNorm).
         for bq, bk in zip(self.online.buffers(), self.momentum.buffers()):

@@ -4,9 +4,11 @@ from .criterion import SetCriterion
 from .detr import DETR, MLP
 from .matcher import HungarianMatcher
 from .position_encoding import PositionEmbeddingSine
+from .pretrain import AlignDetDETR
 from .transformer import DETRTransformer
 
 __all__ = [
+    "AlignDetDETR",
     "DETR",
     "DETRTransformer",
     "HungarianMatcher",
