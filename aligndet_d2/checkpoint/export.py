@@ -11,6 +11,7 @@ with ``cls_agnostic_bbox_reg=True``.
 from __future__ import annotations
 
 import os
+import re
 from collections import OrderedDict
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -68,6 +69,13 @@ _REGRESSION = (
     "bbox_embed.4.",
 )
 _RPN = "proposal_generator."
+# Cascade R-CNN: one predictor per stage, roi_heads.box_predictor.<stage>.bbox_pred.
+_STAGE = re.compile(r"^roi_heads\.box_predictor\.\d+\.")
+
+
+def _is_regression(key: str) -> bool:
+    """Whether ``key`` is a last box-regression layer (a cascade stage's as the R-CNN one)."""
+    return _STAGE.sub("roi_heads.box_predictor.", key, count=1).startswith(_REGRESSION)
 
 
 class ExportMismatchError(ValueError):
@@ -124,7 +132,7 @@ def export_state_dict(
         if (
             any(p in "." + key for p in _PROJECTION)
             or key.startswith(_CLUSTER_CLASSIFIER)
-            or (not keep_box_regression and key.startswith(_REGRESSION))
+            or (not keep_box_regression and _is_regression(key))
             or (drop_rpn and key.startswith(_RPN))
         ):
             dropped.append(key)

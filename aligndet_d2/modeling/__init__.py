@@ -9,6 +9,7 @@ from .backbones import (
     adapter_parameters,
     check_adapter_switches,
 )
+from .cascade import ContrastiveCascadeROIHeads
 from .contrastive import BACKGROUND_ID, ProjectionMLP, box_contrastive_loss
 from .dense import AlignDetFCOS, AlignDetRetinaNet, ContrastiveFCOSHead, ContrastiveRetinaNetHead
 from .fcos import AMPSafeFCOS
@@ -22,6 +23,7 @@ __all__ = [
     "AlignDetFCOS",
     "AlignDetRCNN",
     "AlignDetRetinaNet",
+    "ContrastiveCascadeROIHeads",
     "ContrastiveFCOSHead",
     "ContrastiveRetinaNetHead",
     "BACKGROUND_ID",

@@ -72,11 +72,14 @@ class ContrastiveSamples(NamedTuple):
             IoU; FCOS: its sampled point of highest centerness). A loss over the fixed set is
             comparable across iterations, the full loss is not (the R-CNN ROI set grows as the RPN
             learns).
+        stage: (K,) int64 cascade stage of each sample, or None (one stage): the contrastive
+            loss then pairs samples of the same stage only.
     """
 
     emb: torch.Tensor
     ids: torch.Tensor
     fixed: torch.Tensor
+    stage: Optional[torch.Tensor] = None
 
 
 class ProjectionMLP(nn.Sequential):

@@ -202,15 +202,7 @@ class MomentumPair(nn.Module):
             excluded = overlapping_ids(
                 [i.gt_boxes for i in inst], [i.gt_ids for i in inst], self.negative_overlap_iou
             )
-        loss_con, metrics = box_contrastive_loss(
-            queries.emb,
-            queries.ids,
-            keys.emb,
-            keys.ids,
-            self.temperature,
-            self.gather_negatives,
-            excluded,
-        )
+        loss_con, metrics, per_stage = self._contrastive(queries, keys, excluded)
         losses["loss_con"] = loss_con * self.loss_weight
         self._check_finite(losses)
         with torch.no_grad():
@@ -237,6 +229,8 @@ class MomentumPair(nn.Module):
                 "con_fixed/floor": fixed["floor"].item(),
             },
         )
+        if len(per_stage) > 1:
+            storage.put_scalars(**{f"con/stage{k}": v for k, v in enumerate(per_stage)})
         if excluded is not None:
             # Per proposal, how many others of its image are left out of its negatives.
             storage.put_scalar("con/overlapping_ids", float(excluded.sum(dim=1).float().mean()))
@@ -244,6 +238,41 @@ class MomentumPair(nn.Module):
             "pretrain/degenerate_boxes", float(self.degenerate_boxes), smoothing_hint=False
         )
         return losses
+
+    def _contrastive(self, queries, keys, excluded):
+        """The contrastive loss; for a cascade (samples with a ``stage``), one loss per stage,
+        online stage k against momentum stage k, summed with the detector's
+        ``contrastive_stage_weights``. Returns (loss, the first stage's metrics, per-stage
+        losses)."""
+        if queries.stage is None:
+            loss, metrics = box_contrastive_loss(
+                queries.emb,
+                queries.ids,
+                keys.emb,
+                keys.ids,
+                self.temperature,
+                self.gather_negatives,
+                excluded,
+            )
+            return loss, metrics, [loss.item()]
+        weights = self.online.contrastive_stage_weights
+        total, first, per_stage = 0.0, None, []
+        for k, w in enumerate(weights):
+            q, kk = queries.stage == k, keys.stage == k
+            loss, metrics = box_contrastive_loss(
+                queries.emb[q],
+                queries.ids[q],
+                keys.emb[kk],
+                keys.ids[kk],
+                self.temperature,
+                self.gather_negatives,
+                excluded,
+            )
+            total = total + w * loss
+            if first is None:
+                first = metrics
+            per_stage.append(loss.item())
+        return total, first, per_stage
 
     @staticmethod
     def _check_finite(losses: Dict[str, torch.Tensor]) -> None:

@@ -224,6 +224,11 @@ class AlignDetRCNN(GeneralizedRCNN):
         losses = {**rpn_losses, **roi_losses} if with_losses else {}
         return losses, samples
 
+    @property
+    def contrastive_stage_weights(self) -> Tuple[float, ...]:
+        """Weights of the per-stage contrastive losses of a cascade (one stage: (1.0,))."""
+        return getattr(self.roi_heads, "stage_loss_weights", (1.0,))
+
     def forward(self, batched_inputs: List[Dict]):
         if self.training:
             raise RuntimeError(

@@ -34,10 +34,12 @@ def wide_faster_rcnn(
 
 
 def cascade_heads(model, *, ious: Sequence[float] = (0.5, 0.6, 0.7)):
-    """Turns a Faster R-CNN model config into Cascade R-CNN (Cai & Vasconcelos, 2018): one box
-    head and class-agnostic predictor per stage, each a copy of the config's own, stage k matching
-    proposals at IoU ``ious[k]`` with Detectron2's box-regression weights for that stage. The
-    result is Detectron2's ``CascadeROIHeads``, as in its model-zoo ``cascade_rcnn.py``.
+    """Turns a Faster R-CNN model config (a detector, or ``model.detector`` of pre-training) into
+    Cascade R-CNN (Cai & Vasconcelos, 2018): one box head and class-agnostic predictor per stage,
+    each a copy of the config's own, stage k matching proposals at IoU ``ious[k]`` with
+    Detectron2's box-regression weights for that stage. The result is Detectron2's
+    ``CascadeROIHeads``, as in its model-zoo ``cascade_rcnn.py``; pre-training configs then set
+    ``ContrastiveCascadeROIHeads``.
     """
     roi = model.roi_heads
     head, predictor, matcher = (
@@ -48,11 +50,10 @@ def cascade_heads(model, *, ious: Sequence[float] = (0.5, 0.6, 0.7)):
         heads.append(copy.deepcopy(head))
         p = copy.deepcopy(predictor)
         w = 10.0 * (k + 1)  # Detectron2's (10, 10, 5, 5), (20, 20, 10, 10), (30, 30, 15, 15)
-        p.update(
-            box2box_transform=L(Box2BoxTransform)(weights=(w, w, w / 2, w / 2)),
-            cls_agnostic_bbox_reg=True,
-            num_classes="${...num_classes}",  # roi_heads.num_classes, from inside the list
-        )
+        p.box2box_transform = L(Box2BoxTransform)(weights=(w, w, w / 2, w / 2))
+        if "num_classes" in p:  # a classifier (not pre-training's projection, agnostic already)
+            p.cls_agnostic_bbox_reg = True
+            p.num_classes = "${...num_classes}"  # roi_heads.num_classes, from inside the list
         predictors.append(p)
         m = copy.deepcopy(matcher)
         m.update(thresholds=[iou], labels=[0, 1], allow_low_quality_matches=False)

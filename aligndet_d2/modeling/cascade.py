@@ -1,0 +1,129 @@
+"""Cascade R-CNN for box-domain pre-training (DESIGN.md 2.4: the reference pre-trains HTC).
+
+:class:`ContrastiveCascadeROIHeads` is Detectron2's ``CascadeROIHeads`` with each stage's
+classifier replaced by a projection (:class:`~aligndet_d2.modeling.rcnn.ContrastiveOutputLayers`):
+
+- Stage 1 samples 512 ROIs per image, 25 % foreground, from the RPN proposals plus the pseudo-GT
+  boxes (the reference's HTC setting, not the R-CNN pre-training's foreground-only ROIs); stages 2
+  and 3 take the previous stage's regressed boxes, as Cascade R-CNN does.
+- Ids are shared across stages: every stage matches its own ROIs to the same pseudo-GT boxes (the
+  proposals, with batch-unique ids equal in both views) at its own IoU (0.5 / 0.6 / 0.7); a ROI
+  above it carries its box's id, the others are background (negatives only).
+- The contrastive loss is computed per stage, the online stage k's embeddings against the momentum
+  stage k's (each stage has its own head and projector), and summed with the stage weights (1, 0.5,
+  0.25, as HTC weighs its stages), as are the stages' L1 box losses on their foreground ROIs.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+from detectron2.layers import cat
+from detectron2.modeling.proposal_generator.proposal_utils import add_ground_truth_to_proposals
+from detectron2.modeling.roi_heads import CascadeROIHeads
+from detectron2.modeling.sampling import subsample_labels
+from detectron2.structures import Boxes, Instances, pairwise_iou
+
+from ..utils.events import put_scalar
+from .contrastive import BACKGROUND_ID, ContrastiveSamples
+
+__all__ = ["ContrastiveCascadeROIHeads"]
+
+
+class ContrastiveCascadeROIHeads(CascadeROIHeads):
+    """Cascade ROI heads of pre-training: per stage, ROIs labelled with ids or background.
+
+    Takes :class:`CascadeROIHeads`' arguments (``batch_size_per_image`` and
+    ``positive_fraction`` sample stage 1) plus ``stage_loss_weights``.
+    """
+
+    def __init__(self, *, stage_loss_weights: Sequence[float] = (1.0, 0.5, 0.25), **kwargs):
+        super().__init__(**kwargs)
+        if len(stage_loss_weights) != self.num_cascade_stages:
+            raise ValueError(
+                f"stage_loss_weights={tuple(stage_loss_weights)}: one weight per stage "
+                f"({self.num_cascade_stages})"
+            )
+        self.stage_loss_weights = tuple(float(w) for w in stage_loss_weights)
+
+    @torch.no_grad()
+    def _label(self, rois: List[Instances], targets: List[Instances], stage: int, sample: bool):
+        """Matches ``rois`` (with ``proposal_boxes`` and ``is_gt``) to the pseudo-GT at the
+        stage's IoU: adds ``gt_boxes`` and ``gt_ids`` (BACKGROUND_ID below it); samples
+        ``batch_size_per_image`` at ``positive_fraction`` when ``sample``."""
+        out = []
+        for r, t in zip(rois, targets):
+            device = r.proposal_boxes.device
+            if len(t):
+                iou = pairwise_iou(t.gt_boxes, r.proposal_boxes)
+                matched, labels = self.proposal_matchers[stage](iou)
+            else:
+                matched = torch.zeros(len(r), dtype=torch.int64, device=device)
+                labels = torch.zeros(len(r), dtype=torch.int8, device=device)
+            fg = labels == 1
+            if sample:
+                # subsample_labels: class 0 is foreground, 1 (= num_classes) background.
+                classes = torch.where(fg, 0, 1)
+                pos, neg = subsample_labels(
+                    classes, self.batch_size_per_image, self.positive_fraction, 1
+                )
+                keep = torch.cat([pos, neg])
+                r, fg, matched = r[keep], fg[keep], matched[keep]
+            r.gt_boxes = t.gt_boxes[matched] if len(t) else r.proposal_boxes.clone()
+            ids = t.gt_ids[matched] if len(t) else matched
+            r.gt_ids = torch.where(fg, ids, torch.full_like(matched, BACKGROUND_ID))
+            out.append(r)
+        return out
+
+    def forward_pretrain(
+        self,
+        features: Dict[str, torch.Tensor],
+        proposals: List[Instances],
+        targets: List[Instances],
+        with_losses: bool = True,
+    ) -> Tuple[Dict[str, torch.Tensor], ContrastiveSamples]:
+        """
+        Args:
+            features: FPN features.
+            proposals: per image, RPN proposals.
+            targets: per image, pseudo-GT ``Instances`` with ``gt_boxes`` and ``gt_ids``.
+            with_losses: compute the box losses (the momentum branch does not need them).
+
+        Returns:
+            (losses, samples): ``loss_box_reg_stage<k>`` (weighted); the ROIs of every stage with
+            their embeddings, ids, ``stage`` and, as the fixed set, the pseudo-GT boxes of stage 1.
+        """
+        feats = [features[f] for f in self.box_in_features]
+        n_rpn = [len(p) for p in proposals]
+        rois = add_ground_truth_to_proposals(targets, proposals)  # the GT boxes come last
+        for r, n in zip(rois, n_rpn):
+            r.is_gt = torch.arange(len(r), device=r.proposal_boxes.device) >= n
+        rois = self._label(rois, targets, 0, sample=True)
+        n = self.num_cascade_stages
+        losses, samples = {}, []
+        for k in range(n):
+            if k > 0:
+                nxt = []
+                for r, b in zip(rois, prev_boxes):
+                    boxes = Boxes(b.detach())
+                    boxes.clip(r.image_size)
+                    nxt.append(Instances(r.image_size, proposal_boxes=boxes, is_gt=r.is_gt))
+                rois = self._label(nxt, targets, k, sample=False)
+            x = self.box_pooler(feats, [r.proposal_boxes for r in rois])
+            # Every stage back-propagates into the shared features: scale each by 1 / stages,
+            # as Detectron2's CascadeROIHeads does.
+            x = x / n + x.detach() * (1 - 1 / n)
+            emb, deltas = self.box_predictor[k](self.box_head[k](x))
+            ids = cat([r.gt_ids for r in rois])
+            if with_losses:
+                fg = ids >= 0
+                fg_rois = [r[r.gt_ids >= 0] for r in rois]
+                loss = self.box_predictor[k].losses((emb[fg], deltas[fg]), fg_rois)
+                losses[f"loss_box_reg_stage{k}"] = loss["loss_box_reg"] * self.stage_loss_weights[k]
+            fixed = cat([r.is_gt for r in rois]) & (ids >= 0) & (k == 0)
+            samples.append((emb, ids, fixed, torch.full_like(ids, k)))
+            prev_boxes = self.box_predictor[k].predict_boxes((emb, deltas), rois)
+            put_scalar(f"roi_head/num_fg_stage{k}", float((ids >= 0).sum()) / max(len(rois), 1))
+        emb, ids, fixed, stage = (cat(list(x)) for x in zip(*samples))
+        return losses, ContrastiveSamples(emb, ids, fixed, stage)
