@@ -46,7 +46,7 @@ def test_proposal_and_view_pictures(coco64, tmp_path):
     assert Image.open(tmp_path / "pics" / f"{stem}_views.png").size == (2 * vw + 8, vh)
 
 
-@pytest.mark.parametrize("det", ["faster_rcnn", "retinanet", "fcos"])
+@pytest.mark.parametrize("det", ["faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr"])
 def test_inspect_pretrain_picture(det, coco64, tmp_path, capsys):
     from detectron2.config import LazyConfig, instantiate
 

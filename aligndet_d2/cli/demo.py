@@ -1,8 +1,8 @@
 """The end-to-end demo on the bundled data (datasets/coco64) with the CPU-sized configs.
 
 Stages: selective-search proposals for the train images (and pictures of them and of the two views)
--> box-domain pre-training of the detector (Faster R-CNN by default, or RetinaNet, FCOS) on the
-proposals -> export -> fine-tuning on the train labels from the export -> the same fine-tuning with
+-> box-domain pre-training of the detector (Faster R-CNN by default, or RetinaNet, FCOS, Cascade
+R-CNN, DETR; DETR's proposals are first clustered into pseudo-classes) on the proposals -> export -> fine-tuning on the train labels from the export -> the same fine-tuning with
 neck and heads from scratch -> COCO AP of both on the val images, 80-class and class-agnostic. Each
 training stage runs ``train_net.py``; its full log is written next to its outputs and its progress
 lines are shown here.
@@ -27,7 +27,7 @@ __all__ = ["main"]
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO / "datasets" / "coco64"
 # Lines of train_net.py's output worth showing while it runs.
-DETECTORS = ("faster_rcnn", "retinanet", "fcos")
+DETECTORS = ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
 _PROGRESS = ("eta:", "Overall training speed", "copypaste:", "Error", "error:", "Traceback")
 
 
@@ -138,6 +138,34 @@ def main(argv: Optional[List[str]] = None) -> int:
         ]
     )
 
+    if det == "detr":
+        # DETR's classes are clusters of the proposals (pretrain_box_detr_cpu.py's settings).
+        from . import cluster_proposals
+
+        clustered = out / "proposals" / "train_k16.json"
+        print(f"  clustering the proposals into 16 pseudo-classes -> {clustered}", flush=True)
+        if cluster_proposals.main(
+            [
+                "--json",
+                str(props),
+                "--image-root",
+                images,
+                "--config-file",
+                pretrain_cfg,
+                "--output",
+                str(clustered),
+                "--num-clusters",
+                "16",
+                "--max-proposals",
+                "20",
+                "--short-edge",
+                "320",
+                "--max-size",
+                "533",
+            ]
+        ):
+            return 1
+        props = clustered
     _stage(
         2,
         total,

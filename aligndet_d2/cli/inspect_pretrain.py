@@ -3,7 +3,8 @@
 For each image: on the left its proposals (the pseudo ground truth of pre-training), on the right
 the online detector's boxes, each drawn in the colour and with the id of the proposal it overlaps
 most (IoU >= 0.5), grey otherwise. R-CNN: the RPN's top proposals refined by the pre-trained box
-regressor. RetinaNet / FCOS (no objectness to rank boxes by): for each proposal, the box regressed
+regressor (Cascade R-CNN: by every stage in turn). DETR: the queries least sure of "no object".
+RetinaNet / FCOS (no objectness to rank boxes by): for each proposal, the box regressed
 from the anchor / point assigned to it that lies nearest its centre.
 
 Example::
@@ -23,7 +24,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 
-__all__ = ["main", "predict_boxes", "predict_dense_boxes"]
+__all__ = ["main", "predict_boxes", "predict_dense_boxes", "predict_detr_boxes"]
 
 
 @torch.no_grad()
@@ -38,15 +39,50 @@ def predict_boxes(detector, image: torch.Tensor, top_k: int) -> np.ndarray:
     Returns:
         (K, 4) XYXY boxes in the image's pixels.
     """
+    from detectron2.structures import Boxes
+
     images = detector.preprocess_image([{"image": image}])
     features = detector.backbone(images.tensor)
     proposals, _ = detector.proposal_generator(images, features, None)
     boxes = proposals[0].proposal_boxes[:top_k]
     heads = detector.roi_heads
-    feats = heads.box_head(heads.box_pooler([features[f] for f in heads.box_in_features], [boxes]))
-    _, deltas = heads.box_predictor(feats)
-    refined = heads.box_predictor.box2box_transform.apply_deltas(deltas, boxes.tensor)
-    return refined.clamp(min=0).numpy()
+    feats = [features[f] for f in heads.box_in_features]
+    boxes = boxes.tensor
+    # Cascade R-CNN: each stage refines the previous stage's boxes; the last stage's are shown.
+    stages = getattr(heads, "num_cascade_stages", None)
+    pairs = (
+        zip(heads.box_head, heads.box_predictor)
+        if stages
+        else [(heads.box_head, heads.box_predictor)]
+    )
+    for head, predictor in pairs:
+        _, deltas = predictor(head(heads.box_pooler(feats, [Boxes(boxes)])))
+        boxes = predictor.box2box_transform.apply_deltas(deltas, boxes)
+    return boxes.clamp(min=0).numpy()
+
+
+@torch.no_grad()
+def predict_detr_boxes(detector, image: torch.Tensor, top_k: int) -> np.ndarray:
+    """A DETR's boxes for one image: the last decoder layer's ``top_k`` queries, ranked by how
+    little they predict "no object".
+
+    Args:
+        detector: an :class:`~aligndet_d2.modeling.detr.AlignDetDETR` in eval mode.
+        image: (C, H, W) uint8 image in the detector's input format.
+        top_k: number of boxes.
+
+    Returns:
+        (K, 4) XYXY boxes in the image's pixels.
+    """
+    from torchvision.ops import box_convert
+
+    images, mask = detector.preprocess([{"image": image}])
+    _, logits, boxes = detector.decode(images, mask)
+    objectness = 1 - logits[-1, 0].softmax(-1)[:, -1]
+    keep = objectness.topk(min(top_k, len(objectness))).indices
+    h, w = images.image_sizes[0]
+    xyxy = box_convert(boxes[-1, 0, keep], "cxcywh", "xyxy") * torch.tensor([w, h, w, h])
+    return xyxy.numpy()
 
 
 @torch.no_grad()
@@ -115,15 +151,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from ..data.datasets import load_proposals_json
     from ..modeling.dense import AlignDetFCOS, AlignDetRetinaNet
+    from ..modeling.detr import AlignDetDETR
     from ..modeling.rcnn import AlignDetRCNN
     from ..utils.visualize import draw_boxes, id_colors, save_picture
 
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     pair = instantiate(cfg.model)
     dense = isinstance(pair.online, (AlignDetRetinaNet, AlignDetFCOS))
-    if not (dense or isinstance(pair.online, AlignDetRCNN)):
+    detr = isinstance(pair.online, AlignDetDETR)
+    if not (dense or detr or isinstance(pair.online, AlignDetRCNN)):
         print(
-            f"error: {args.config_file}: not an R-CNN, RetinaNet or FCOS pre-training config",
+            f"error: {args.config_file}: not an R-CNN, Cascade R-CNN, RetinaNet, FCOS or DETR "
+            "pre-training config",
             file=sys.stderr,
         )
         return 1
@@ -144,6 +183,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if dense:
             pred = predict_dense_boxes(detector, net_in, props[: args.top_k])
             pred = pred[~np.isnan(pred).any(1)]
+        elif detr:
+            pred = predict_detr_boxes(detector, net_in, args.top_k)
         else:
             pred = predict_boxes(detector, net_in, args.top_k)
         iou = pairwise_iou(Boxes(torch.as_tensor(pred)), Boxes(torch.as_tensor(props))).numpy()
