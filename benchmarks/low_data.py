@@ -48,7 +48,10 @@ from typing import Dict, List, Optional
 
 from quality import REPO, RESULTS, _opts_for, _opts_tag, _train_net, errorbar, write_report
 
-DETECTORS = ("faster_rcnn", "retinanet", "fcos")
+DETECTORS = ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
+# DETR pre-trains on the pool's proposals clustered into pseudo-classes (tools/cluster_proposals.py),
+# the first 20 per image at the CPU configs' size, as pretrain_box_detr_cpu.py reads them.
+DETR_CLUSTER_SETTINGS = dict(max_proposals=20, short_edge=320, max_size=533)
 BATCH = 2  # images per iteration of the CPU configs
 FOLDS = 3  # seeds per row of the protocol
 METRICS = (
@@ -283,6 +286,26 @@ class Harness:
             self._record(f"proposals/{tag}_{mode}", {"seconds": time.time() - t})
         return str(out)
 
+    def clusters(self, props: str, det: str) -> str:
+        """``props`` clustered into ``--detr-clusters`` pseudo-classes (made once)."""
+        from aligndet_d2.data.clusters import ClusterSettings, cluster_proposals
+
+        k = self.args.detr_clusters
+        out = Path(props).with_name(Path(props).stem + f"_k{k}.json")
+        if not out.exists():
+            _log(f"clustering {props} into {k} pseudo-classes")
+            t = time.time()
+            info = cluster_proposals(
+                props,
+                self.images,
+                self.pretrain_config(det),
+                str(out),
+                ClusterSettings(num_clusters=k, **DETR_CLUSTER_SETTINGS),
+                cache_dir=str(out) + ".features",
+            )
+            self._record(f"proposals/{out.stem}", {"seconds": time.time() - t, **info["seconds"]})
+        return str(out)
+
     # ----------------------------------------------------------------------------- runs
     def pretrain_config(self, det: str) -> str:
         return f"configs/pretrain_box_{det}{_suffix(self.args.pretrain_variant)}_cpu.py"
@@ -291,7 +314,8 @@ class Harness:
         return f"configs/finetune_{det}{_suffix(self.args.finetune_variant)}_voc_cpu.py"
 
     def pretrain_tag(self, det: str, iters: int) -> str:
-        return f"soco_it{iters}{_suffix(self.args.pretrain_variant)}" + _opts_tag(
+        clusters = f"_k{self.args.detr_clusters}" if det == "detr" else ""
+        return f"soco_it{iters}{_suffix(self.args.pretrain_variant)}{clusters}" + _opts_tag(
             _opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
         )
 
@@ -300,6 +324,10 @@ class Harness:
         run = self.work / det / "pretrain" / tag
         if not (run / "model_final.pth").exists():
             props = self.proposals(self.pool_json, "pool")
+            extra = []
+            if det == "detr":
+                props = self.clusters(props, det)
+                extra = [f"model.detector.num_classes={self.args.detr_clusters}"]
             _log(
                 f"{det}: pre-training {tag} ({iters} iterations = "
                 f"{iters * BATCH / self.pool_size:.2f} epochs of {self.pool_size} images)"
@@ -313,6 +341,7 @@ class Harness:
                     f"train.max_iter={iters}",
                     "train.seed=0",
                     f"train.checkpointer.period={self.args.checkpoint_period}",
+                    *extra,
                     *_opts_for(det, self.args.pretrain_opts, "--pretrain-opts"),
                 ],
                 run,
@@ -846,6 +875,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         default=[],
         metavar="[DETECTOR:]KEY=VALUE",
         help="config overrides of both fine-tune arms",
+    )
+    p.add_argument(
+        "--detr-clusters",
+        type=int,
+        default=256,
+        help="pseudo-classes of DETR's pre-training (the reference: 256)",
     )
     p.add_argument(
         "--pretrain-variant",

@@ -53,6 +53,8 @@ DETECTORS = {
     for det in ("faster_rcnn", "retinanet", "fcos")
 }
 
+# Every detector a DETECTOR: prefix may name (the VOC harness, benchmarks/low_data.py, runs all).
+KNOWN_DETECTORS = (*DETECTORS, "cascade_rcnn", "detr")
 # An ablation changes one thing against "main". Keys: proposals mode, pre-training length factor,
 # export switch, extra fine-tune overrides (both arms), budgets it runs at ("short": the shortest
 # only).
@@ -159,8 +161,10 @@ def _opts_for(det: str, items: List[str], flag: str) -> List[str]:
             raise SystemExit(f"{flag}: expected [DETECTOR:]key=value, got {item!r}")
         if not colon:
             out.append(item)
-        elif prefix not in DETECTORS:
-            raise SystemExit(f"{flag}: {prefix!r} in {item!r} is not one of {list(DETECTORS)}")
+        elif prefix not in KNOWN_DETECTORS:
+            raise SystemExit(
+                f"{flag}: {prefix!r} in {item!r} is not one of {list(KNOWN_DETECTORS)}"
+            )
         elif prefix == det:
             out.append(item[len(prefix) + 1 :])
     return out

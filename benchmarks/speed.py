@@ -41,7 +41,7 @@ DETECTORS = {
         "pretrain": f"configs/pretrain_box_{det}_cpu.py",
         "finetune": f"configs/finetune_{det}_cpu.py",
     }
-    for det in ("faster_rcnn", "retinanet", "fcos")
+    for det in ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
 }
 # Targets of the project (issue text): pre-training step / supervised frozen step, and peak memory.
 TARGET_TIME_RATIO = 1.6
@@ -82,6 +82,23 @@ def _proposals() -> str:
     return str(out)
 
 
+def _clustered(proposals: str) -> str:
+    """The proposals clustered as pretrain_box_detr_cpu.py expects (made once, then reused)."""
+    from aligndet_d2.data.clusters import ClusterSettings, cluster_proposals
+
+    out = REPO / "output" / "bench_speed" / "coco64_train_proposals_k16.json"
+    if not out.exists():
+        settings = ClusterSettings(num_clusters=16, max_proposals=20, short_edge=320, max_size=533)
+        cluster_proposals(
+            proposals,
+            str(COCO64 / "images"),
+            "configs/pretrain_box_detr_cpu.py",
+            str(out),
+            settings,
+        )
+    return str(out)
+
+
 def _load_cfg(path: str, overrides):
     from detectron2.config import LazyConfig
 
@@ -108,16 +125,18 @@ def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
             paths["pretrain"],
             common
             + [
-                f"dataloader.train.dataset.json_file={_proposals()}",
+                "dataloader.train.dataset.json_file="
+                + (_clustered(_proposals()) if detector == "detr" else _proposals()),
                 f"dataloader.train.dataset.image_root={COCO64 / 'images'}",
             ],
         )
     else:
         cfg = _load_cfg(paths["finetune"], common)
+        net = cfg.model.backbone.get("bottom_up", cfg.model.backbone)  # DETR: no FPN
         if arm in ("supervised_frozen", "supervised_adapters"):
-            cfg.model.backbone.bottom_up.freeze_at = FREEZE_ALL
+            net.freeze_at = FREEZE_ALL
         if arm == "supervised_adapters":
-            cfg.model.backbone.bottom_up.adapters = "parallel"
+            net.adapters = "parallel"
     model = instantiate(cfg.model).train()
     cfg.optimizer.params.model = model
     opt = instantiate(cfg.optimizer)

@@ -308,3 +308,56 @@ def test_variants_pick_sibling_configs_and_name_their_runs(tmp_path):
     )
     row = {"pretrain_iters": 1250, "run": "x/ft/aligndet_soco_it1250_wide_keep_reg_p10_seed1"}
     assert low_data._pretrain_variant(row) == "wide"
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not VOC.exists(), reason="needs ../shared/data/voc2007")
+def test_detr_runs_through_the_harness_on_clustered_proposals(tmp_path):
+    """DETR's pre-training reads the pool's proposals clustered into --detr-clusters classes."""
+    data = tmp_path / "voc"
+    (data / "annotations").mkdir(parents=True)
+    train = json.loads((VOC / "annotations" / "train.json").read_text())
+    train["images"] = train["images"][:12]
+    ids = {im["id"] for im in train["images"]}
+    train["annotations"] = [a for a in train["annotations"] if a["image_id"] in ids]
+    (data / "annotations" / "train.json").write_text(json.dumps(train))
+    (data / "annotations" / "val.json").symlink_to(VOC / "annotations" / "val.json")
+    (data / "VOC2007").symlink_to(VOC / "VOC2007")
+    work = tmp_path / "work"
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "low_data.py"),
+        "--data",
+        str(data),
+        "--detectors",
+        "detr",
+        "--detr-clusters",
+        "8",
+        "--percents",
+        "25",
+        "--seeds",
+        "1",
+        "--pretrain-iters",
+        "2",
+        "--finetune-epochs",
+        "1.5",
+        "--val-images",
+        "2",
+        "--work-dir",
+        str(work),
+        "--manifest",
+        str(tmp_path / "runs.json"),
+        "--out",
+        str(tmp_path / "report"),
+        "--arms",
+        "aligndet",
+        "--skip-recall",
+    ]
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    clustered = json.loads((work / "proposals" / "pool_soco_k8.json").read_text())
+    assert [c["name"] for c in clustered["categories"]] == [f"cluster_{i}" for i in range(1, 9)]
+    assert (work / "detr" / "pretrain" / "soco_it2_k8" / "model_final.pth").exists()
+    runs = json.loads((tmp_path / "runs.json").read_text())
+    assert any(k.startswith("detr/ft") and "aligndet_soco_it2_k8" in k for k in runs)
