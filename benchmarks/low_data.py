@@ -652,7 +652,72 @@ def summarize(rows: List[Dict]) -> Dict[str, List[Dict]]:
         d["reaches_scratch_final_at"] = reach
         d["target"] = _targets(d)
         paired.append(d)
-    return {"arms": arms, "paired": paired}
+    return {"arms": arms, "paired": paired, "backbone_modes": backbone_modes(groups)}
+
+
+def _mode_label(ft: str) -> str:
+    """A fine-tune directory's backbone mode in words (ft -> trained, ft_frozen -> frozen, ...)."""
+    if ft == "ft":
+        return "trained"
+    return ft[3:].replace("_backbone.bottom_up.adapters-", " + adapters ").replace("_", " ")
+
+
+def backbone_modes(groups: Dict[tuple, List[Dict]]) -> List[Dict]:
+    """Issue 16's comparison across backbone modes (trained, frozen, frozen + adapters, ...), per
+    detector, percent and AlignDet arm, on the folds every mode has: final VOC AP50 of each arm in
+    each mode, AlignDet in each mode minus the best scratch arm of any mode, and adapters minus
+    frozen in both arms."""
+    out = []
+    key = "bbox_voc/AP50"
+    for det, p in sorted({(k[0], k[2]) for k in groups}):
+        modes = sorted(
+            {k[1] for k in groups if k[:1] == (det,) and k[2] == p and k[3] == "scratch"}
+        )
+        modes = [m for m in modes if m == "ft" or m.startswith("ft_frozen")]
+        if len(modes) < 2:
+            continue
+        arms = set.intersection(
+            *({k[3] for k in groups if k[:3] == (det, m, p) and k[3] != "scratch"} for m in modes)
+        )
+        for arm in sorted(arms, key=_natural):
+            final = {
+                (m, a): {
+                    r["seed"]: r["points"][str(r["iters"])][key] for r in groups[(det, m, p, a)]
+                }
+                for m in modes
+                for a in ("scratch", arm)
+            }
+            seeds = sorted(set.intersection(*(set(v) for v in final.values())))
+            if not seeds:
+                continue
+            best = [max(final[(m, "scratch")][s] for m in modes) for s in seeds]
+            d = {
+                "detector": det,
+                "percent": p,
+                "arm": arm,
+                "seeds": seeds,
+                "modes": {m: _mode_label(m) for m in modes},
+                "scratch": {m: [final[(m, "scratch")][s] for s in seeds] for m in modes},
+                "aligndet": {m: [final[(m, arm)][s] for s in seeds] for m in modes},
+                "best_scratch": best,
+                "vs_best_scratch": {},
+                "adapters_vs_frozen": {},
+            }
+            for m in modes:
+                delta = [a - b for a, b in zip(d["aligndet"][m], best)]
+                d["vs_best_scratch"][m] = {
+                    **_stats(delta),
+                    "folds_above": sum(x > 0 for x in delta),
+                }
+            for m in (m for m in modes if "adapters" in m and "ft_frozen" in modes):
+                for a, name in (("scratch", "scratch"), (arm, "aligndet")):
+                    delta = [final[(m, a)][s] - final[("ft_frozen", a)][s] for s in seeds]
+                    d["adapters_vs_frozen"][f"{m}/{name}"] = {
+                        **_stats(delta),
+                        "folds_above": sum(x > 0 for x in delta),
+                    }
+            out.append(d)
+    return out
 
 
 def _fmt(m: Dict) -> str:
@@ -777,6 +842,43 @@ def markdown(report: Dict) -> str:
             lines.append(
                 f"| {s['detector']} | {s['finetune']} | {s['percent']:g} % | {s['arm']} | "
                 f"{len(s['seeds'])} | " + " | ".join(cells) + " |"
+            )
+    for d in report["summary"].get("backbone_modes", []):
+        modes = list(d["modes"])
+        lines += [
+            "",
+            f"## Backbone modes: {d['detector']}, {d['percent']:g} % labeled, {d['arm']}",
+            "",
+            "Final VOC AP50 per fold with the backbone trained (the CPU configs: from Lite0's 4th "
+            "block), frozen, or frozen with residual adapters (Proper Reuse), neck and heads from "
+            "scratch or from the AlignDet export; the best scratch arm of any mode per fold.",
+            "",
+            "| fold | "
+            + " | ".join(f"scratch, {d['modes'][m]}" for m in modes)
+            + " | "
+            + " | ".join(f"AlignDet, {d['modes'][m]}" for m in modes)
+            + " | best scratch |",
+            "|---|" + "---|" * (2 * len(modes) + 1),
+        ]
+        for i, seed in enumerate(d["seeds"]):
+            cells = [f"{d['scratch'][m][i]:.2f}" for m in modes]
+            cells += [f"{d['aligndet'][m][i]:.2f}" for m in modes]
+            lines.append(f"| {seed} | " + " | ".join(cells) + f" | {d['best_scratch'][i]:.2f} |")
+        lines.append("")
+        def signed(v):
+            return f"{v['mean']:+.2f} ({v['min']:+.2f} to {v['max']:+.2f})"
+
+        for m in modes:
+            v = d["vs_best_scratch"][m]
+            lines.append(
+                f"- AlignDet, {d['modes'][m]}, minus the best scratch arm: {signed(v)}, above it "
+                f"in {v['folds_above']} of {len(d['seeds'])} folds."
+            )
+        for k, v in d["adapters_vs_frozen"].items():
+            mode, arm = k.split("/")
+            lines.append(
+                f"- {d['modes'][mode]} minus frozen, {arm} arm: {signed(v)}, above in "
+                f"{v['folds_above']} of {len(d['seeds'])} folds."
             )
     rec = report.get("proposal_recall")
     if rec:

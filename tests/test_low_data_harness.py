@@ -361,3 +361,41 @@ def test_detr_runs_through_the_harness_on_clustered_proposals(tmp_path):
     assert (work / "detr" / "pretrain" / "soco_it2_k8" / "model_final.pth").exists()
     runs = json.loads((tmp_path / "runs.json").read_text())
     assert any(k.startswith("detr/ft") and "aligndet_soco_it2_k8" in k for k in runs)
+
+
+def test_backbone_modes_compare_against_the_best_scratch_arm_of_any_mode():
+    # Final VOC AP50 per fold (1, 2) for each fine-tune mode and arm.
+    ap = {
+        ("ft", "scratch"): (12.0, 11.0),
+        ("ft_frozen", "scratch"): (11.5, 11.6),
+        ("ft_frozen_backbone.bottom_up.adapters-parallel", "scratch"): (11.8, 11.2),
+        ("ft", "aligndet"): (14.0, 13.0),
+        ("ft_frozen", "aligndet"): (12.5, 11.4),
+        ("ft_frozen_backbone.bottom_up.adapters-parallel", "aligndet"): (13.0, 12.0),
+    }
+    rows = []
+    for (ft, arm), vals in ap.items():
+        for seed, v in zip((1, 2), vals):
+            r = _row(arm, 1250 if arm == "aligndet" else None)
+            r.update(finetune=ft, seed=seed)
+            r["points"]["3"]["bbox_voc/AP50"] = v
+            rows.append(r)
+    code = (
+        "import json, sys, low_data; s = low_data.summarize(json.loads(sys.stdin.read())); "
+        "print(json.dumps(s['backbone_modes']))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(rows), capture_output=True, text=True,
+        cwd=REPO / "benchmarks", env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (d,) = json.loads(run.stdout.splitlines()[-1])
+    assert d["best_scratch"] == [12.0, 11.6]  # trained in fold 1, frozen in fold 2
+    adapters = "ft_frozen_backbone.bottom_up.adapters-parallel"
+    assert d["modes"][adapters] == "frozen + adapters parallel"
+    frozen = d["vs_best_scratch"]["ft_frozen"]
+    assert frozen["folds_above"] == 1 and frozen["min"] == pytest.approx(-0.2)
+    assert d["vs_best_scratch"]["ft"]["folds_above"] == 2
+    assert d["adapters_vs_frozen"][f"{adapters}/aligndet"]["folds_above"] == 2
+    scratch = d["adapters_vs_frozen"][f"{adapters}/scratch"]
+    assert scratch["folds_above"] == 1 and scratch["mean"] == pytest.approx(-0.05)
