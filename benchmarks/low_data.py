@@ -866,6 +866,8 @@ def markdown(report: Dict) -> str:
             lines.append(f"| {seed} | " + " | ".join(cells) + f" | {d['best_scratch'][i]:.2f} |")
         lines.append("")
         def signed(v):
+            if v["min"] == v["max"]:
+                return f"{v['mean']:+.2f}"
             return f"{v['mean']:+.2f} ({v['min']:+.2f} to {v['max']:+.2f})"
 
         for m in modes:
