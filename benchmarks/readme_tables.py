@@ -148,7 +148,9 @@ def low_data_table(r) -> str:
         f"AlignDet pre-training on the {r['pool_images']} VOC `train` images without labels, "
         f"fine-tuning on p % of them labeled, VOC AP50 on the first {r['args']['val_images']} "
         "`val` images. AlignDet minus scratch, paired by fold: mean (min to max). Fine-tune `ft`: "
-        "the CPU VOC configs as they are; `ft_frozen`: with the backbone frozen in both arms.",
+        "the CPU VOC configs as they are (Lite0 trained from its 4th block); `ft_frozen`: with the "
+        "backbone frozen in both arms; `ft_frozen_backbone.bottom_up.adapters-parallel`: frozen "
+        "with parallel residual adapters beside every block, in both arms.",
         "",
         "| detector | fine-tune | labeled | AlignDet pre-training (epochs of the pool) | folds | "
         "scratch VOC AP50 | delta VOC AP50 | folds above | delta AP | delta class-agnostic AP "
@@ -170,6 +172,25 @@ def low_data_table(r) -> str:
             f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {cells[1]} | {cells[2]} | "
             f"{d['target']} |"
         )
+    for d in r["summary"].get("backbone_modes", []):
+        modes = list(d["modes"])
+        n = len(d["seeds"])
+        lines += [
+            "",
+            f"Backbone modes (Proper Reuse), {d['detector']}, {d['percent']:g} % labeled: final VOC "
+            f"AP50, mean over folds {d['seeds']}; AlignDet minus the best scratch arm of any mode "
+            "in the same fold, and in how many folds it is above.",
+            "",
+            "| backbone | scratch | AlignDet | AlignDet minus best scratch | folds above |",
+            "|---|---|---|---|---|",
+        ]
+        for m in modes:
+            v = d["vs_best_scratch"][m]
+            lines.append(
+                f"| {d['modes'][m]} | {sum(d['scratch'][m]) / n:.2f} | "
+                f"{sum(d['aligndet'][m]) / n:.2f} | {v['mean']:+.2f} ({v['min']:+.2f} to "
+                f"{v['max']:+.2f}) | {v['folds_above']}/{n} |"
+            )
     return "\n".join(lines)
 
 
