@@ -22,5 +22,6 @@ cpu_pretrain(
     dataloader, optimizer, train, lr_multiplier, paper_lr=1e-4, max_proposals=20, name="detr"
 )
 dataloader.train.dataset.json_file = "output/proposals/coco64_train_k16.json"
-# AdamW: the fine-tune's 1e-4; the reference's 2e-4 x batch / 64 would be 6e-6 at 2 images.
+# AdamW at DETR's fine-tune lr, not scaled down to the batch of 2 as the SGD configs' lr is (the
+# reference's 2e-4 x batch / 64 would be 6e-6); a choice of ours, not tuned.
 optimizer.lr = 1e-4

@@ -6,7 +6,7 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.solver import get_default_optimizer_params
 
-from aligndet_d2.modeling import FREEZE_ALL, EfficientNetLite
+from aligndet_d2.modeling import EfficientNetLite
 from aligndet_d2.modeling.detr import DETR, DETRTransformer, HungarianMatcher, SetCriterion
 from aligndet_d2.solver import ClipGradAdamW, backbone_lr_factor
 
@@ -66,5 +66,3 @@ def lite_detr(model):
     )
     return model
 
-
-__all__ = ["FREEZE_ALL", "lite_detr", "model", "optimizer"]
