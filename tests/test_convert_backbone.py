@@ -160,6 +160,8 @@ def test_converted_weights_load_into_a_paper_config(depth, suffix, tmp_path):
     write_converted(conv, path)
     cfg = LazyConfig.load(str(CONFIGS / "finetune_faster_rcnn.py"))
     cfg = LazyConfig.apply_overrides(cfg, config_overrides(depth))
+    assert cfg.dataloader.train.mapper.image_format == "RGB"
+    assert cfg.dataloader.test.mapper.image_format == "RGB"
     model = instantiate(cfg.model).eval()
     assert model.input_format == "RGB" and model.pixel_std.flatten().tolist() == pytest.approx(
         [58.395, 57.12, 57.375]
@@ -175,6 +177,7 @@ def test_converted_weights_load_into_a_paper_config(depth, suffix, tmp_path):
     pre = LazyConfig.apply_overrides(pre, config_overrides(depth, "model.detector"))
     assert pre.model.detector.backbone.bottom_up.stages.stride_in_1x1 is False
     assert pre.model.detector.backbone.bottom_up.stages.depth == depth
+    assert pre.dataloader.train.mapper.image_format == "RGB"
 
 
 @pytest.mark.parametrize(

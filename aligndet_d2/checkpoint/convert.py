@@ -306,7 +306,8 @@ def ignored_groups(conv: Conversion) -> List[Tuple[str, int]]:
 def config_overrides(depth: int, root: str = "model") -> List[str]:
     """The ``key=value`` overrides a Detectron2 R-CNN / RetinaNet / FCOS LazyConfig needs to use a
     converted torchvision-style ResNet of ``depth``; ``root`` is the detector's config node
-    (``model``, or ``model.detector`` in a pre-training config)."""
+    (``model``, or ``model.detector`` in a pre-training config). The loaders must read RGB too:
+    the test loader of a fine-tune config, the (two-view) train loader of both."""
     mean, std = (f"[{','.join(f'{v:g}' for v in x)}]" for x in (PIXEL_MEAN, PIXEL_STD))
     out = [
         f"{root}.input_format=RGB",
@@ -316,6 +317,9 @@ def config_overrides(depth: int, root: str = "model") -> List[str]:
     ]
     if depth != 50:
         out.append(f"{root}.backbone.bottom_up.stages.depth={depth}")
+    out.append("dataloader.train.mapper.image_format=RGB")
+    if root == "model":
+        out.append("dataloader.test.mapper.image_format=RGB")
     return out
 
 
