@@ -865,6 +865,7 @@ def markdown(report: Dict) -> str:
             cells += [f"{d['aligndet'][m][i]:.2f}" for m in modes]
             lines.append(f"| {seed} | " + " | ".join(cells) + f" | {d['best_scratch'][i]:.2f} |")
         lines.append("")
+
         def signed(v):
             if v["min"] == v["max"]:
                 return f"{v['mean']:+.2f}"

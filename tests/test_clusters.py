@@ -158,3 +158,16 @@ def test_cli_writes_and_reports(tiny, tmp_path):
     assert bad.returncode == 1 and f"{tiny}: 1000 clusters need at least as many proposals" in (
         bad.stderr
     )
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"num_clusters": 1}, "num_clusters must be at least 2, got 1"),
+        ({"max_proposals": 0}, "max_proposals must be positive or None, got 0"),
+        ({"pca_dim": 0}, "pca_dim, roi_size and kmeans_init must be positive"),
+    ],
+)
+def test_bad_settings_are_clear_errors(kwargs, message):
+    with pytest.raises(ClusterError, match=message):
+        ClusterSettings(**kwargs)

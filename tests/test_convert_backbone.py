@@ -227,3 +227,9 @@ def test_cli_converts_and_prints_the_overrides(nets, tmp_path):
     )
     assert run.returncode == 1 and f"error: {bad}: no ResNet" in run.stderr
     assert not (tmp_path / "x.pkl").exists()
+
+
+def test_an_output_of_another_format_is_refused(nets, tmp_path):
+    conv = convert_resnet(nets[0].state_dict())
+    with pytest.raises(ValueError, match=r"r50.pt: the output must end in .pkl or .pth"):
+        write_converted(conv, str(tmp_path / "r50.pt"))

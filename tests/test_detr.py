@@ -152,3 +152,8 @@ def test_clip_grad_adamw_clips_the_global_norm_before_its_step():
     assert (a.grad > 0).all() and (b.grad < 0).all()
     with pytest.raises(ValueError, match="max_norm"):
         ClipGradAdamW([a], lr=1.0, max_norm=0.0)
+
+
+def test_a_matcher_with_no_cost_is_refused():
+    with pytest.raises(ValueError, match="all costs are 0"):
+        HungarianMatcher(cost_class=0.0, cost_bbox=0.0, cost_giou=0.0)

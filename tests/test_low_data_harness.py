@@ -14,20 +14,27 @@ from conftest import REPO
 VOC = REPO.parent / "shared" / "data" / "voc2007"
 
 
-@pytest.mark.timeout(900)
-@pytest.mark.skipif(not VOC.exists(), reason="needs ../shared/data/voc2007")
-def test_tiny_low_data_run(tmp_path):
-    # A pool of 16 real VOC train images; VOC's own folder and val.json, of which 4 images are
-    # evaluated.
+def _tiny_voc(tmp_path, n):
+    """A VOC data folder whose train json holds the first ``n`` train images; VOC's own image
+    folder and val.json."""
     data = tmp_path / "voc"
     (data / "annotations").mkdir(parents=True)
     train = json.loads((VOC / "annotations" / "train.json").read_text())
-    train["images"] = train["images"][:16]
+    train["images"] = train["images"][:n]
     ids = {im["id"] for im in train["images"]}
     train["annotations"] = [a for a in train["annotations"] if a["image_id"] in ids]
     (data / "annotations" / "train.json").write_text(json.dumps(train))
     (data / "annotations" / "val.json").symlink_to(VOC / "annotations" / "val.json")
     (data / "VOC2007").symlink_to(VOC / "VOC2007")
+    return data
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not VOC.exists(), reason="needs ../shared/data/voc2007")
+def test_tiny_low_data_run(tmp_path):
+    # A pool of 16 real VOC train images; VOC's own folder and val.json, of which 4 images are
+    # evaluated.
+    data = _tiny_voc(tmp_path, 16)
     out = tmp_path / "report"
     cmd = [
         sys.executable,
@@ -124,6 +131,7 @@ def test_tiny_low_data_run(tmp_path):
     # Recall of the pool's proposals and of the RPN, random and pre-trained, against selective
     # search on the 4 evaluated images.
     rec = report["proposal_recall"]
+    train = json.loads((data / "annotations" / "train.json").read_text())
     assert rec["num_gt"] == len(train["annotations"])
     assert rec["R@10/IoU0.5"] <= rec["R@32/IoU0.5"] <= rec["R@100/IoU0.5"] <= 100
     assert set(report["rpn_recall"]) == {"random", "selective_search", "soco_it2"}
@@ -314,15 +322,7 @@ def test_variants_pick_sibling_configs_and_name_their_runs(tmp_path):
 @pytest.mark.skipif(not VOC.exists(), reason="needs ../shared/data/voc2007")
 def test_detr_runs_through_the_harness_on_clustered_proposals(tmp_path):
     """DETR's pre-training reads the pool's proposals clustered into --detr-clusters classes."""
-    data = tmp_path / "voc"
-    (data / "annotations").mkdir(parents=True)
-    train = json.loads((VOC / "annotations" / "train.json").read_text())
-    train["images"] = train["images"][:12]
-    ids = {im["id"] for im in train["images"]}
-    train["annotations"] = [a for a in train["annotations"] if a["image_id"] in ids]
-    (data / "annotations" / "train.json").write_text(json.dumps(train))
-    (data / "annotations" / "val.json").symlink_to(VOC / "annotations" / "val.json")
-    (data / "VOC2007").symlink_to(VOC / "VOC2007")
+    data = _tiny_voc(tmp_path, 12)
     work = tmp_path / "work"
     cmd = [
         sys.executable,

@@ -113,3 +113,11 @@ def test_cascade_pretraining_runs(tmp_path):
     trainer, _, start = build_trainer(Args(), cfg)
     trainer.train(start, 3)
     assert (tmp_path / "model_final.pth").exists()
+
+
+def test_one_stage_weight_per_stage_is_required():
+    cfg = LazyConfig.load(str(CONFIGS / "pretrain_box_cascade_rcnn_cpu.py"))
+    cfg.model.detector.backbone.bottom_up.pretrained = False
+    cfg.model.detector.roi_heads.stage_loss_weights = (1.0, 0.5)
+    with pytest.raises(ValueError, match=r"stage_loss_weights=\(1.0, 0.5\): one weight per stage"):
+        instantiate(cfg.model)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from .datasets import read_proposals_json
 from .proposals import ProposalsError
 
 __all__ = [
@@ -114,18 +115,6 @@ def cluster_features(
         "kmeans_iterations": int(km.n_iter_),
     }
     return labels.astype(np.int64), info
-
-
-def _read_json(path: str) -> Dict[str, Any]:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ProposalsError(f"{path}: cannot read the proposals json ({e})") from e
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise ProposalsError(f"{path}: no '{key}' list: not a COCO/proposals json")
-    return data
 
 
 def _kept_annotations(data: Dict[str, Any], max_proposals: Optional[int]) -> List[List[int]]:
@@ -220,6 +209,7 @@ def proposal_features(
     batch_size: int = 4,
     shard_size: int = 64,
     progress: Optional[Callable[[int, int], None]] = None,
+    data: Optional[Dict[str, Any]] = None,
 ) -> Tuple[np.ndarray, List[int], Dict[str, Any]]:
     """RoI features of the first ``settings.max_proposals`` proposals of every image.
 
@@ -234,6 +224,7 @@ def proposal_features(
         batch_size: images per forward.
         shard_size: images per saved shard.
         progress: called with (images done, images in all) after each shard.
+        data: ``json_file`` already read (:func:`~aligndet_d2.data.datasets.read_proposals_json`).
 
     Returns:
         (features (N, C) float32, annotation indices into the json's ``annotations`` (N,), info:
@@ -243,7 +234,7 @@ def proposal_features(
         ProposalsError: the json or an image cannot be read (naming the file).
         ClusterError: the cache holds another run.
     """
-    data = _read_json(json_file)
+    data = data if data is not None else read_proposals_json(json_file)
     kept = _kept_annotations(data, settings.max_proposals)
     net = _Backbone(config_file, opts, device)
     h = hashlib.sha256()
@@ -333,7 +324,7 @@ def cluster_proposals(
 
     Keyword arguments go to :func:`proposal_features`.
     """
-    data = _read_json(json_file)
+    data = read_proposals_json(json_file)
     n = sum(len(k) for k in _kept_annotations(data, settings.max_proposals))
     if n < settings.num_clusters:  # before hours of features, not after
         raise ClusterError(
@@ -342,7 +333,7 @@ def cluster_proposals(
         )
     t0 = time.perf_counter()
     features, rows, feat_info = proposal_features(
-        json_file, image_root, config_file, settings, **kwargs
+        json_file, image_root, config_file, settings, data=data, **kwargs
     )
     t1 = time.perf_counter()
     labels, km_info = cluster_features(

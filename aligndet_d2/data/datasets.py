@@ -21,6 +21,7 @@ from .proposals import CATEGORY, ProposalsError
 __all__ = [
     "cluster_categories",
     "load_proposals_json",
+    "read_proposals_json",
     "register_proposals",
     "register_coco_as_proposals",
     "register_coco",
@@ -33,6 +34,24 @@ logger = logging.getLogger(__name__)
 # How far a box may poke out of its image before the json is refused: labelled COCO files round
 # their boxes to 0.01 px after clipping.
 _BOX_TOLERANCE = 1.0
+
+
+def read_proposals_json(json_file: str) -> Dict[str, Any]:
+    """A proposals (or any COCO instances) json as a dict, with its ``images`` and ``annotations``
+    lists checked.
+
+    Raises:
+        ProposalsError: naming the json, when it cannot be read or lacks either list.
+    """
+    try:
+        with open(json_file) as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ProposalsError(f"{json_file}: cannot read the proposals json ({e})") from e
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise ProposalsError(f"{json_file}: no '{key}' list: not a COCO/proposals json")
+    return data
 
 
 def load_proposals_json(
@@ -62,14 +81,7 @@ def load_proposals_json(
         ProposalsError: naming the json, the image and the box, when an image is not under the
             root or a box is degenerate or outside its image.
     """
-    try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        raise ProposalsError(f"{json_file}: cannot read the proposals json ({e})") from e
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise ProposalsError(f"{json_file}: no '{key}' list: not a COCO/proposals json")
+    data = read_proposals_json(json_file)
     cats = data.get("categories") or []
     num_clusters = cluster_categories(cats)
     if not is_proposals_categories(cats):

@@ -1,8 +1,9 @@
 # Proper Reuse's capacity knobs (DESIGN.md 3): with the backbone frozen, the rest of the detector
 # must hold the capacity that fine-tuning the backbone would have added: a wider FPN, more RPN
 # convs, a deeper box head (`wide_faster_rcnn`, the `_wide` variants) or Cascade R-CNN's three box
-# heads (`cascade_heads`, the `cascade_rcnn` configs). Each knob is a plain field of the model
-# config. A wide pre-training uses the same knobs as the wide fine-tune, so that its export loads.
+# heads (`cascade_heads`, the `cascade_rcnn` configs; `contrastive_cascade_heads` for
+# pre-training). Each knob is a plain field of the model config. A wide pre-training uses the same
+# knobs as the wide fine-tune, so that its export loads.
 import copy
 from typing import Sequence
 
@@ -10,6 +11,8 @@ from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.roi_heads import CascadeROIHeads
+
+from aligndet_d2.modeling import ContrastiveCascadeROIHeads
 
 
 def wide_faster_rcnn(
@@ -65,3 +68,19 @@ def cascade_heads(model, *, ious: Sequence[float] = (0.5, 0.6, 0.7)):
         proposal_matchers=matchers,
     )
     return model
+
+
+def contrastive_cascade_heads(detector, *, rois_per_image: int):
+    """Turns a Faster R-CNN pre-training detector config into the Cascade R-CNN one
+    (``ContrastiveCascadeROIHeads``): three stages of the detector's own head and projection,
+    stage 1 sampling ``rois_per_image`` at 25 % foreground, losses weighted 1 / 0.5 / 0.25."""
+    cascade_heads(detector)
+    roi = detector.roi_heads
+    roi.pop("always_keep_gt")  # the R-CNN pre-training's foreground-only sampling
+    roi.update(
+        _target_=ContrastiveCascadeROIHeads,
+        batch_size_per_image=rois_per_image,
+        positive_fraction=0.25,
+        stage_loss_weights=(1.0, 0.5, 0.25),
+    )
+    return detector

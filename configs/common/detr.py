@@ -65,4 +65,3 @@ def lite_detr(model):
         d_model=128, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=512
     )
     return model
-

@@ -11,16 +11,21 @@ from torch import nn
 __all__ = ["DETRTransformer"]
 
 
+def _ffn(d_model: int, dim_feedforward: int, dropout: float) -> nn.Sequential:
+    """The feed-forward block of every layer: linear, ReLU, dropout, linear."""
+    return nn.Sequential(
+        nn.Linear(d_model, dim_feedforward),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(dim_feedforward, d_model),
+    )
+
+
 class _EncoderLayer(nn.Module):
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int, dropout: float):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.ffn = nn.Sequential(
-            nn.Linear(d_model, dim_feedforward),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(dim_feedforward, d_model),
-        )
+        self.ffn = _ffn(d_model, dim_feedforward, dropout)
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
         self.drop1, self.drop2 = nn.Dropout(dropout), nn.Dropout(dropout)
 
@@ -37,12 +42,7 @@ class _DecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
         self.cross_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.ffn = nn.Sequential(
-            nn.Linear(d_model, dim_feedforward),
-            nn.ReLU(inplace=True),
-            nn.Dropout(dropout),
-            nn.Linear(dim_feedforward, d_model),
-        )
+        self.ffn = _ffn(d_model, dim_feedforward, dropout)
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(d_model) for _ in range(3))
         self.drop1, self.drop2, self.drop3 = (nn.Dropout(dropout) for _ in range(3))
 
