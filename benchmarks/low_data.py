@@ -662,11 +662,27 @@ def _mode_label(ft: str) -> str:
     return ft[3:].replace("_backbone.bottom_up.adapters-", " + adapters ").replace("_", " ")
 
 
+def _mode_arm(groups: Dict[tuple, List[Dict]], det: str, mode: str, p: float, arm: str):
+    """The AlignDet arm that mode ``mode`` is compared with: ``arm`` itself, or, for a capacity
+    mode, ``arm`` pre-trained with that capacity (a wide fine-tune loads a wide pre-training:
+    ``ft_frozen_wide`` pairs with ``<arm> (wide)``). None when the mode has neither."""
+    if (det, mode, p, arm) in groups:
+        return arm
+    for k in groups:
+        if k[:3] == (det, mode, p) and k[3].startswith(f"{arm} (") and k[3].endswith(")"):
+            if k[3][len(arm) + 2 : -1] in mode.split("_"):
+                return k[3]
+    return None
+
+
 def backbone_modes(groups: Dict[tuple, List[Dict]]) -> List[Dict]:
-    """Issue 16's comparison across backbone modes (trained, frozen, frozen + adapters, ...), per
-    detector, percent and AlignDet arm, on the folds every mode has: final VOC AP50 of each arm in
-    each mode, AlignDet in each mode minus the best scratch arm of any mode, and adapters minus
-    frozen in both arms."""
+    """Issue 16's comparison across backbone modes (trained, frozen, frozen + adapters, wide ...),
+    per detector, percent and AlignDet arm: final VOC AP50 of each arm in each mode, AlignDet in
+    each mode minus the best scratch arm of any mode, and adapters minus frozen in both arms.
+
+    The table holds the folds and modes that fill the most cells; a mode still being run, with
+    fewer folds, is listed in ``partial`` with its folds rather than shrinking the table. A
+    capacity mode's AlignDet arm is the pre-training of that capacity (:func:`_mode_arm`)."""
     out = []
     key = "bbox_voc/AP50"
     for det, p in sorted({(k[0], k[2]) for k in groups}):
@@ -674,44 +690,61 @@ def backbone_modes(groups: Dict[tuple, List[Dict]]) -> List[Dict]:
             {k[1] for k in groups if k[:1] == (det,) and k[2] == p and k[3] == "scratch"}
         )
         modes = [m for m in modes if m == "ft" or m.startswith("ft_frozen")]
-        if len(modes) < 2:
-            continue
-        arms = set.intersection(
-            *({k[3] for k in groups if k[:3] == (det, m, p) and k[3] != "scratch"} for m in modes)
+        base = sorted(
+            {k[3] for k in groups if k[:3] == (det, "ft", p) and k[3] != "scratch"}, key=_natural
         )
-        for arm in sorted(arms, key=_natural):
+        for arm in base:
+            pair = {m: _mode_arm(groups, det, m, p, arm) for m in modes}
             final = {
                 (m, a): {
-                    r["seed"]: r["points"][str(r["iters"])][key] for r in groups[(det, m, p, a)]
+                    r["seed"]: r["points"][str(r["iters"])][key]
+                    for r in groups.get((det, m, p, a), [])
                 }
                 for m in modes
-                for a in ("scratch", arm)
+                if pair[m]
+                for a in ("scratch", pair[m])
             }
-            seeds = sorted(set.intersection(*(set(v) for v in final.values())))
-            if not seeds:
+            folds = {
+                m: set(final[(m, "scratch")]) & set(final[(m, pair[m])]) for m in modes if pair[m]
+            }
+            if not folds:
                 continue
-            best = [max(final[(m, "scratch")][s] for m in modes) for s in seeds]
+            # The folds of some mode, and the modes that have them all: the choice with the most
+            # cells (then the most modes) makes the table.
+            seeds, done = max(
+                (
+                    (sorted(f), [m for m in modes if m in folds and f <= folds[m]])
+                    for f in folds.values()
+                ),
+                key=lambda c: (len(c[1]) >= 2, len(c[0]) * len(c[1]), len(c[1])),
+            )
+            partial = {m: sorted(f) for m, f in folds.items() if m not in done}
+            if len(done) < 2 or not seeds:
+                continue
+            best = [max(final[(m, "scratch")][s] for m in done) for s in seeds]
             d = {
                 "detector": det,
                 "percent": p,
                 "arm": arm,
                 "seeds": seeds,
-                "modes": {m: _mode_label(m) for m in modes},
-                "scratch": {m: [final[(m, "scratch")][s] for s in seeds] for m in modes},
-                "aligndet": {m: [final[(m, arm)][s] for s in seeds] for m in modes},
+                "modes": {m: _mode_label(m) for m in done},
+                "arms": {m: pair[m] for m in done},
+                "partial": {_mode_label(m): f for m, f in partial.items()},
+                "scratch": {m: [final[(m, "scratch")][s] for s in seeds] for m in done},
+                "aligndet": {m: [final[(m, pair[m])][s] for s in seeds] for m in done},
                 "best_scratch": best,
                 "vs_best_scratch": {},
                 "adapters_vs_frozen": {},
             }
-            for m in modes:
+            for m in done:
                 delta = [a - b for a, b in zip(d["aligndet"][m], best)]
                 d["vs_best_scratch"][m] = {
                     **_stats(delta),
                     "folds_above": sum(x > 0 for x in delta),
                 }
-            for m in (m for m in modes if "adapters" in m and "ft_frozen" in modes):
-                for a, name in (("scratch", "scratch"), (arm, "aligndet")):
-                    delta = [final[(m, a)][s] - final[("ft_frozen", a)][s] for s in seeds]
+            for m in (m for m in done if "adapters" in m and "ft_frozen" in done):
+                for a, name in (("scratch", "scratch"), ("aligndet", "aligndet")):
+                    delta = [x - y for x, y in zip(d[a][m], d[a]["ft_frozen"])]
                     d["adapters_vs_frozen"][f"{m}/{name}"] = {
                         **_stats(delta),
                         "folds_above": sum(x > 0 for x in delta),
@@ -883,6 +916,13 @@ def markdown(report: Dict) -> str:
                 f"- {d['modes'][mode]} minus frozen, {arm} arm: {signed(v)}, above in "
                 f"{v['folds_above']} of {len(d['seeds'])} folds."
             )
+        for m, a in d.get("arms", {}).items():
+            if a != d["arm"]:
+                lines.append(
+                    f"- AlignDet, {d['modes'][m]}: the export of {a}, its own pre-training."
+                )
+        for label, folds in d.get("partial", {}).items():
+            lines.append(f"- Not in the table until it has these folds: {label} (folds {folds}).")
     rec = report.get("proposal_recall")
     if rec:
         lines += [

@@ -399,3 +399,45 @@ def test_backbone_modes_compare_against_the_best_scratch_arm_of_any_mode():
     assert d["adapters_vs_frozen"][f"{adapters}/aligndet"]["folds_above"] == 2
     scratch = d["adapters_vs_frozen"][f"{adapters}/scratch"]
     assert scratch["folds_above"] == 1 and scratch["mean"] == pytest.approx(-0.05)
+
+
+def test_backbone_modes_pair_a_wide_mode_with_its_wide_pretraining_and_list_partial_modes():
+    # Folds 1-2 in the trained and frozen modes and the wide one (whose AlignDet arm is the wide
+    # pre-training's export); fold 1 only in series adapters, still being run.
+    ap = {
+        ("ft", "scratch", ""): (12.0, 11.0),
+        ("ft", "aligndet", ""): (14.0, 13.0),
+        ("ft_frozen", "scratch", ""): (11.5, 11.6),
+        ("ft_frozen", "aligndet", ""): (12.5, 11.4),
+        ("ft_frozen_wide", "scratch", ""): (12.5, 10.0),
+        ("ft_frozen_wide", "aligndet", "_wide"): (13.5, 12.0),
+        ("ft_frozen_backbone.bottom_up.adapters-series", "scratch", ""): (20.0,),
+        ("ft_frozen_backbone.bottom_up.adapters-series", "aligndet", ""): (21.0,),
+    }
+    rows = []
+    for (ft, arm, variant), vals in ap.items():
+        for seed, v in zip((1, 2), vals):
+            run = f"faster_rcnn/{ft}/aligndet_soco_it1250{variant}_p10_seed{seed}"
+            r = _row(arm, 1250 if arm == "aligndet" else None, run=run if arm != "scratch" else "")
+            r.update(finetune=ft, seed=seed)
+            r["points"]["3"]["bbox_voc/AP50"] = v
+            rows.append(r)
+    code = (
+        "import json, sys, low_data; s = low_data.summarize(json.loads(sys.stdin.read())); "
+        "print(json.dumps(s['backbone_modes']))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(rows), capture_output=True, text=True,
+        cwd=REPO / "benchmarks", env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    (d,) = json.loads(run.stdout.splitlines()[-1])
+    assert d["arm"] == "aligndet it1250" and d["seeds"] == [1, 2]
+    assert list(d["modes"]) == ["ft", "ft_frozen", "ft_frozen_wide"]
+    assert d["arms"]["ft_frozen_wide"] == "aligndet it1250 (wide)"
+    assert d["aligndet"]["ft_frozen_wide"] == [13.5, 12.0]
+    assert d["best_scratch"] == [12.5, 11.6]  # wide in fold 1, frozen in fold 2
+    assert d["vs_best_scratch"]["ft_frozen_wide"]["folds_above"] == 2
+    assert d["partial"] == {"frozen + adapters series": [1]}
+    # The series row's 20.0 of fold 1 is not yet the best scratch arm: it has one fold of two.
+    assert 20.0 not in d["best_scratch"]
