@@ -191,6 +191,11 @@ def low_data_table(r) -> str:
                 f"{sum(d['aligndet'][m]) / n:.2f} | {v['mean']:+.2f} ({v['min']:+.2f} to "
                 f"{v['max']:+.2f}) | {v['folds_above']}/{n} |"
             )
+        for m, a in d.get("arms", {}).items():
+            if a != d["arm"]:
+                lines.append(
+                    f"\n{d['modes'][m]}: AlignDet is the export of its own pre-training ({a})."
+                )
     return "\n".join(lines)
 
 
