@@ -2,8 +2,9 @@
 """Cluster pseudo-labels on the VOC pool: scikit-learn's PCA and k-means against faiss's.
 
 tools/cluster_proposals.py uses scikit-learn. This measures, on the RoIAlign features of the VOC
-pool's proposals (the first 20 per image, pretrain_box_detr_cpu.py's backbone and sizes, computed
-once and cached), the wall time of PCA to 256-d and of k-means with K clusters in each library, the
+pool's proposals (the first 20 per image, pretrain_box_detr_cpu.py's backbone and sizes, as the VOC
+harness's DETR runs cluster them; computed once and cached beside the json, where those runs find
+them too), the wall time of PCA to 256-d and of k-means with K clusters in each library, the
 k-means inertia of each in the same PCA space, and how much the two partitions agree (adjusted
 Rand index). Run it alone on the machine.
 
@@ -23,7 +24,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-from quality import write_report  # a sibling script: its folder is on the path
+from low_data import DETR_CLUSTER_SETTINGS  # sibling scripts: their folder is on the path
+from quality import write_report
 
 
 def _sklearn(x, k, dim, seed, n_init):
@@ -103,20 +105,22 @@ def main(argv=None) -> int:
     p.add_argument("--image-root", default="../shared/data/voc2007/VOC2007/JPEGImages")
     p.add_argument("--config-file", default="configs/pretrain_box_detr_cpu.py")
     p.add_argument("--num-clusters", type=int, default=256)
-    p.add_argument("--cache-dir", default="output/bench_clusters/features")
+    p.add_argument(
+        "--cache-dir",
+        default="",
+        help="feature shards (default: <json>.features, where the VOC harness keeps them)",
+    )
     p.add_argument("--out", default=str(RESULTS / "clusters"))
     args = p.parse_args(argv)
 
-    settings = ClusterSettings(
-        num_clusters=args.num_clusters, max_proposals=20, short_edge=320, max_size=533
-    )
+    settings = ClusterSettings(num_clusters=args.num_clusters, **DETR_CLUSTER_SETTINGS)
     t = time.perf_counter()
     x, _, info = proposal_features(
         args.json,
         args.image_root,
         args.config_file,
         settings,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir or args.json + ".features",
         progress=lambda d, n: print(f"  features: {d}/{n} images", flush=True),
     )
     report = {

@@ -301,7 +301,7 @@ class Harness:
                 self.pretrain_config(det),
                 str(out),
                 ClusterSettings(num_clusters=k, **DETR_CLUSTER_SETTINGS),
-                cache_dir=str(out) + ".features",
+                cache_dir=props + ".features",  # any K: benchmarks/clusters.py reads it too
             )
             self._record(f"proposals/{out.stem}", {"seconds": time.time() - t, **info["seconds"]})
         return str(out)

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -96,6 +97,28 @@ def test_clustered_json_is_written_resumed_and_reproduced(tiny, tmp_path, monkey
         tiny, str(COCO64 / "images"), CONFIG, str(again), SMALL, cache_dir=str(cache), shard_size=4
     )
     assert json.loads(again.read_text())["annotations"] == data["annotations"]
+    # Another K (or PCA size, or seed) clusters the cached features: still no image read.
+    three = tmp_path / "k3.json"
+    cluster_proposals(
+        tiny,
+        str(COCO64 / "images"),
+        CONFIG,
+        str(three),
+        replace(SMALL, num_clusters=3, seed=1),
+        cache_dir=str(cache),
+        shard_size=4,
+    )
+    assert len(json.loads(three.read_text())["categories"]) == 3
+    # Features of another proposal count are not mixed in.
+    with pytest.raises(ClusterError, match="holds features of another"):
+        cluster_proposals(
+            tiny,
+            str(COCO64 / "images"),
+            CONFIG,
+            str(tmp_path / "p5.json"),
+            replace(SMALL, max_proposals=5),
+            cache_dir=str(cache),
+        )
     # Another json in the same cache folder is refused rather than mixed in.
     other = tmp_path / "other.json"
     write_subset_json(str(COCO64 / "annotations" / "train.json"), other, 5, start=6)

@@ -75,6 +75,10 @@ class ClusterSettings:
             raise ClusterError(f"max_proposals must be positive or None, got {self.max_proposals}")
 
 
+# The settings the RoI features depend on (the rest only change the clustering).
+_FEATURE_FIELDS = ("max_proposals", "short_edge", "max_size", "roi_size")
+
+
 def cluster_features(
     features: np.ndarray, num_clusters: int, pca_dim: int = 256, seed: int = 0, n_init: int = 3
 ) -> Tuple[np.ndarray, Dict[str, Any]]:
@@ -238,7 +242,9 @@ def proposal_features(
     kept = _kept_annotations(data, settings.max_proposals)
     net = _Backbone(config_file, opts, device)
     h = hashlib.sha256()
-    h.update(json.dumps(asdict(settings), sort_keys=True).encode())
+    # Only what the features depend on: another K, PCA size or seed reuses the cache.
+    described = {k: getattr(settings, k) for k in _FEATURE_FIELDS}
+    h.update(json.dumps(described, sort_keys=True).encode())
     h.update(f"{os.path.abspath(json_file)}|{os.path.getsize(json_file)}|{net.key}".encode())
     run_key = h.hexdigest()
     cache = Path(cache_dir) if cache_dir else None
