@@ -11,6 +11,8 @@ For each detector, in one run and one process per arm:
 - ``finetune``: a step of the CPU fine-tune config as it is (backbone trained from its 4th block);
 - ``supervised_adapters``: the frozen-backbone step with residual adapters beside the backbone's
   blocks (``model.backbone.bottom_up.adapters="parallel"``, Proper Reuse's recipe);
+- ``supervised_frozen_wide`` (Faster R-CNN): the frozen-backbone step with the wider neck and heads
+  of ``finetune_faster_rcnn_frozen_wide_voc_cpu.py`` (Proper Reuse's capacity);
 - the data loader of pre-training (two-view mapper) in images per second.
 
 Steps run on fixed pre-loaded batches (data loading excluded). Peak memory is the peak resident
@@ -50,6 +52,11 @@ TARGET_MEMORY_RATIO = 1.2
 TARGET_FROZEN_TIME_RATIO = 0.75
 TARGET_FROZEN_MEMORY_RATIO = 0.85
 ARMS = ("pretrain", "supervised_frozen", "finetune", "supervised_adapters")
+# Capacity variants (Proper Reuse): arm -> fine-tune config, for the detectors that have one. Its
+# model runs on the CPU config's bundled data (dataloader and class count of ``finetune``).
+CAPACITY_ARMS = {
+    "faster_rcnn": {"supervised_frozen_wide": "configs/finetune_faster_rcnn_frozen_wide_voc_cpu.py"}
+}
 
 
 def _status_mb(field: str) -> float:
@@ -130,6 +137,11 @@ def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
                 f"dataloader.train.dataset.image_root={COCO64 / 'images'}",
             ],
         )
+    elif arm in CAPACITY_ARMS.get(detector, {}):
+        base = _load_cfg(paths["finetune"], common)
+        cfg = _load_cfg(CAPACITY_ARMS[detector][arm], [])
+        cfg.dataloader = base.dataloader
+        cfg.model.roi_heads.num_classes = base.model.roi_heads.num_classes
     else:
         cfg = _load_cfg(paths["finetune"], common)
         net = cfg.model.backbone.get("bottom_up", cfg.model.backbone)  # DETR: no FPN
@@ -236,7 +248,7 @@ def main(argv=None):
     rows = {}
     for det in args.detectors:
         rows[det] = {}
-        for arm in ARMS:
+        for arm in ARMS + tuple(CAPACITY_ARMS.get(det, {})):
             print(f"{det} / {arm} ...", flush=True)
             out = subprocess.run(
                 [
@@ -356,6 +368,16 @@ def frozen_markdown(r) -> list:
         f"Targets (frozen against trained backbone): time ratio <= {t['frozen_time_ratio']}, "
         f"memory ratio <= {t['frozen_memory_ratio']}.",
     ]
+    for det, a in r["detectors"].items():
+        for arm in (x for x in a if x in CAPACITY_ARMS.get(det, {})):
+            ft, w = a["finetune"], a[arm]
+            mem = max(ft["peak_mem_mb"], 1)
+            lines.append(
+                f"\n{det}, frozen backbone with the wider neck and heads of "
+                f"`{CAPACITY_ARMS[det][arm]}`: {w['s_per_step']:.3f} s/step "
+                f"({w['s_per_step'] / ft['s_per_step']:.2f} of the trained-backbone step), "
+                f"{w['peak_mem_mb']:.0f} MB peak ({w['peak_mem_mb'] / mem:.2f})."
+            )
     return lines
 
 
