@@ -52,7 +52,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=d.seed, help="PCA and k-means seed")
     p.add_argument(
         "--cache-dir",
-        help="folder for finished feature shards (resume); default: " "<output>.features",
+        help="folder for finished feature shards (resume; another K, PCA size or seed reuses "
+        "them); default: <output>.features",
     )
     p.add_argument("--device", default="cpu", help="torch device of the backbone")
     p.add_argument("--batch-size", type=int, default=4, help="images per forward")
