@@ -363,6 +363,20 @@ def test_detr_runs_through_the_harness_on_clustered_proposals(tmp_path):
     assert any(k.startswith("detr/ft") and "aligndet_soco_it2_k8" in k for k in runs)
 
 
+def _backbone_modes(rows):
+    """The report's backbone-modes summary of ``rows``, computed by the harness itself."""
+    code = (
+        "import json, sys, low_data; s = low_data.summarize(json.loads(sys.stdin.read())); "
+        "print(json.dumps(s['backbone_modes']))"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], input=json.dumps(rows), capture_output=True, text=True,
+        cwd=REPO / "benchmarks", env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.splitlines()[-1])
+
+
 def test_backbone_modes_compare_against_the_best_scratch_arm_of_any_mode():
     # Final VOC AP50 per fold (1, 2) for each fine-tune mode and arm.
     ap = {
@@ -380,16 +394,7 @@ def test_backbone_modes_compare_against_the_best_scratch_arm_of_any_mode():
             r.update(finetune=ft, seed=seed)
             r["points"]["3"]["bbox_voc/AP50"] = v
             rows.append(r)
-    code = (
-        "import json, sys, low_data; s = low_data.summarize(json.loads(sys.stdin.read())); "
-        "print(json.dumps(s['backbone_modes']))"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code], input=json.dumps(rows), capture_output=True, text=True,
-        cwd=REPO / "benchmarks", env=dict(os.environ, PYTHONWARNINGS="ignore"),
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    (d,) = json.loads(run.stdout.splitlines()[-1])
+    (d,) = _backbone_modes(rows)
     assert d["best_scratch"] == [12.0, 11.6]  # trained in fold 1, frozen in fold 2
     adapters = "ft_frozen_backbone.bottom_up.adapters-parallel"
     assert d["modes"][adapters] == "frozen + adapters parallel"
@@ -422,16 +427,7 @@ def test_backbone_modes_pair_a_wide_mode_with_its_wide_pretraining_and_list_part
             r.update(finetune=ft, seed=seed)
             r["points"]["3"]["bbox_voc/AP50"] = v
             rows.append(r)
-    code = (
-        "import json, sys, low_data; s = low_data.summarize(json.loads(sys.stdin.read())); "
-        "print(json.dumps(s['backbone_modes']))"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", code], input=json.dumps(rows), capture_output=True, text=True,
-        cwd=REPO / "benchmarks", env=dict(os.environ, PYTHONWARNINGS="ignore"),
-    )  # fmt: skip
-    assert run.returncode == 0, run.stderr[-3000:]
-    (d,) = json.loads(run.stdout.splitlines()[-1])
+    (d,) = _backbone_modes(rows)
     assert d["arm"] == "aligndet it1250" and d["seeds"] == [1, 2]
     assert list(d["modes"]) == ["ft", "ft_frozen", "ft_frozen_wide"]
     assert d["arms"]["ft_frozen_wide"] == "aligndet it1250 (wide)"
