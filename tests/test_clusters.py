@@ -194,3 +194,47 @@ def test_cli_writes_and_reports(tiny, tmp_path):
 def test_bad_settings_are_clear_errors(kwargs, message):
     with pytest.raises(ClusterError, match=message):
         ClusterSettings(**kwargs)
+
+
+def _clusters_benchmark():
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        "clusters_bench", REPO / "benchmarks" / "clusters.py"
+    )
+    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports its siblings low_data and quality
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return module
+
+
+def test_clusters_benchmark_report_compares_the_libraries():
+    bench = _clusters_benchmark()
+    r = {
+        "machine": "m",
+        "date": "d",
+        "command": "python benchmarks/clusters.py",
+        "json": "pool.json",
+        "config": "c.py",
+        "num_proposals": 1000,
+        "feature_dim": 320,
+        "feature_seconds": 400.0,
+        "pca_dim": 256,
+        "num_clusters": 256,
+        "n_init": 3,
+        "seed": 0,
+        "sklearn": {"pca_seconds": 1.0, "kmeans_seconds": 100.0, "inertia": 2.0e7},
+    }
+    alone = bench.markdown(r)
+    assert "| sklearn | 1.0 | 100.0 | 2e+07 |" in alone
+    assert "faiss" not in alone.split("| library")[1]  # only scikit-learn ran
+    r["faiss"] = {"pca_seconds": 0.5, "kmeans_seconds": 25.0, "inertia": 2.02e7}
+    r["adjusted_rand"] = 0.5
+    both = bench.markdown(r)
+    assert "adjusted Rand index 0.500" in both
+    assert "faiss's k-means took 0.25 of scikit-learn's time, at +1.00 % inertia" in both
+    assert "k-means took 0.25 of the time of the feature pass" in both
