@@ -1,6 +1,8 @@
+import importlib.util
 import json
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -13,6 +15,18 @@ COCO64 = REPO / "datasets" / "coco64"
 # The full coco256 set lives beside the repository on the development machines and in CI; tests that
 # need it skip without it.
 COCO256 = Path(os.environ.get("ALIGNDET_COCO256", REPO.parent / "shared" / "data" / "coco256"))
+
+
+def load_benchmark(name: str):
+    """The module of ``benchmarks/<name>.py`` (scripts, not a package; they import siblings)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    return module
 
 
 @pytest.fixture(scope="session")

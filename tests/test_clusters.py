@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import COCO64, CONFIGS, REPO, write_subset_json
+from conftest import COCO64, CONFIGS, REPO, load_benchmark, write_subset_json
 
 from aligndet_d2.data import clusters
 from aligndet_d2.data.clusters import (
@@ -196,24 +196,8 @@ def test_bad_settings_are_clear_errors(kwargs, message):
         ClusterSettings(**kwargs)
 
 
-def _clusters_benchmark():
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(
-        "clusters_bench", REPO / "benchmarks" / "clusters.py"
-    )
-    sys.path.insert(0, str(REPO / "benchmarks"))  # it imports its siblings low_data and quality
-    try:
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    return module
-
-
 def test_clusters_benchmark_report_compares_the_libraries():
-    bench = _clusters_benchmark()
+    bench = load_benchmark("clusters")
     r = {
         "machine": "m",
         "date": "d",

@@ -1,7 +1,6 @@
 """The prepared GPU check's parts that run without a GPU: its offline installer and the FrozenBN
 calibration that keeps a randomly initialised backbone finite under float16."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, load_benchmark
 from detectron2.layers import FrozenBatchNorm2d, ShapeSpec
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from detectron2.structures import ImageList
@@ -73,18 +72,11 @@ def test_installer_without_prepared_wheels_says_what_to_run(tmp_path):
     assert run.returncode != 0 and "gpu_check_prepare.sh" in run.stderr
 
 
-def _gpu_check_module():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
-    return gpu_check
-
-
 def test_check_without_prepared_annotations_names_the_missing_file(tmp_path):
     (tmp_path / "annotations").mkdir()
     (tmp_path / "annotations" / "train.json").write_text("{}")
     with pytest.raises(SystemExit) as exc:
-        _gpu_check_module().main(
+        load_benchmark("gpu_check").main(
             ["--data", str(tmp_path), "--device", "cpu", "--precision", "none"]
         )
     message = str(exc.value)
@@ -93,7 +85,7 @@ def test_check_without_prepared_annotations_names_the_missing_file(tmp_path):
 
 
 def test_frozen_bn_calibration_normalises_every_layer():
-    gpu_check = _gpu_check_module()
+    gpu_check = load_benchmark("gpu_check")
     cfg = SimpleNamespace(
         MODEL=SimpleNamespace(
             BACKBONE=SimpleNamespace(FREEZE_AT=5),

@@ -1,7 +1,6 @@
 """The VOC low-data harness on a tiny budget: a well-formed report from real runs, two processes
 filling one grid, and resuming from the manifest on a fresh work directory."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -9,7 +8,7 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO
+from conftest import REPO, load_benchmark
 
 VOC = REPO.parent / "shared" / "data" / "voc2007"
 
@@ -299,13 +298,7 @@ def test_variants_pick_sibling_configs_and_name_their_runs(tmp_path):
     assert run.returncode != 0
     assert "configs/pretrain_box_fcos_wide_cpu.py: no such config" in run.stderr
 
-    spec = importlib.util.spec_from_file_location("low_data", REPO / "benchmarks" / "low_data.py")
-    sys.path.insert(0, str(REPO / "benchmarks"))  # low_data imports its sibling quality.py
-    try:
-        low_data = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(low_data)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    low_data = load_benchmark("low_data")
     args = SimpleNamespace(
         pretrain_variant="wide", finetune_variant="frozen_wide", pretrain_opts=[], finetune_opts=[]
     )
