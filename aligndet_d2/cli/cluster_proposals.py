@@ -62,11 +62,18 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from tqdm import tqdm
 
-    bar = tqdm(unit="img", desc="proposal features", dynamic_ncols=True)
+    bars = []
 
     def progress(done, total):
-        bar.total = total
-        bar.update(done - bar.n)
+        # The bar opens when the features start (called with done=0): opened earlier, the model's
+        # build logs would break it and it would print a second line at its end.
+        if not bars:
+            bars.append(tqdm(total=total, unit="img", desc="proposal features", dynamic_ncols=True))
+        bars[0].update(done - bars[0].n)
+
+    def close_bar():
+        for bar in bars:
+            bar.close()
 
     try:
         settings = ClusterSettings(
@@ -90,10 +97,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             progress=progress,
         )
     except (ClusterError, ProposalsError) as e:
-        bar.close()
+        close_bar()
         print(f"error: {e}", file=sys.stderr)
         return 1
-    bar.close()
+    close_bar()
     sizes = sorted(info["sizes"])
     print(
         f"wrote {args.output}: {info['num_proposals']} proposals in {len(sizes)} clusters "

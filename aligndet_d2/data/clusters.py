@@ -227,7 +227,7 @@ def proposal_features(
         device: torch device of the backbone.
         batch_size: images per forward.
         shard_size: images per saved shard.
-        progress: called with (images done, images in all) after each shard.
+        progress: called with (images done, images in all) before the first shard and after each.
         data: ``json_file`` already read (:func:`~aligndet_d2.data.datasets.read_proposals_json`).
 
     Returns:
@@ -260,6 +260,8 @@ def proposal_features(
     n_img = len(data["images"])
     feats: List[np.ndarray] = []
     rows: List[int] = []
+    if progress is not None:
+        progress(0, n_img)
     for s in range(0, n_img, shard_size):
         shard = cache / f"shard_{s // shard_size:06d}.npz" if cache is not None else None
         if shard is not None and shard.exists():
