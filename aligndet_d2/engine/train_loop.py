@@ -12,7 +12,9 @@
   pre-training gives a warning (its boxes are the proposals); an aligndet export that does not fit
   the model is an error listing the mismatched modules (Detectron2's loader only warns); an
   ``adapters`` switch on a backbone without adapters, or in pre-training, is an error;
-- the final evaluation is written to ``<output_dir>/eval_results.json``.
+- every evaluation is written to ``<output_dir>/eval_results.json`` (the last one stays); a run
+  resumed from a checkpoint whose evaluation was interrupted runs that evaluation first
+  (:class:`~aligndet_d2.engine.hooks.ResumingEvalHook`).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from ..data.datasets import is_proposals_dataset
 from ..data.proposals import ProposalsError
 from ..modeling.backbones.adapters import check_adapter_switches
 from ..modeling.momentum import MomentumPair
-from .hooks import MomentumUpdateHook, unwrap_model
+from .hooks import MomentumUpdateHook, ResumingEvalHook, unwrap_model
 from .scaling import scale_to_batch
 
 __all__ = [
@@ -231,7 +233,9 @@ def build_trainer(args, cfg):
             (
                 None
                 if pretraining
-                else hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model))
+                else ResumingEvalHook(
+                    cfg.train.eval_period, lambda: do_test(cfg, model), cfg.train.output_dir
+                )
             ),
             (
                 hooks.PeriodicWriter(
