@@ -2,13 +2,14 @@
 """The prepared GPU check: paper-setting pre-training and supervised steps on one GPU, with AMP.
 
 For each detector, in one process: ``pretrain`` (the paper-setting box-domain pre-training config,
-R-50-FPN with random weights, frozen backbone, two views of coco256 train images and their
-selective-search proposals, Detectron2's ``AMPTrainer`` and a momentum update after each step), then
-``supervised_frozen`` (the paper-setting fine-tune config with the same frozen backbone on the same
-images' human boxes). Both at the paper's per-GPU batch (2) and input sizes. Prints s/iter (median of
-the timed steps, data loading excluded: the steps cycle over pre-loaded batches), their ratio, peak
-GPU memory and the mean loss over the first and the last cycle of batches (finite or not). Run through scripts/gpu_check.sh, which
-installs what a bare GPU image lacks; with the set-up done, directly:
+R-50(-FPN) with random weights, frozen backbone, two views of coco256 train images and their
+selective-search proposals (DETR: their 256 clusters as classes), Detectron2's ``AMPTrainer`` and a
+momentum update after each step), then ``supervised_frozen`` (the paper-setting fine-tune config
+with the same frozen backbone on the same images' human boxes). Both at the paper's per-GPU batch
+(2) and input sizes. Prints s/iter (median of the timed steps, data loading excluded: the steps
+cycle over pre-loaded batches), their ratio, peak GPU memory and the mean loss over the first and
+the last cycle of batches (finite or not). Run through scripts/gpu_check.sh, which installs what a
+bare GPU image lacks; with the set-up done, directly:
 
     python benchmarks/gpu_check.py --data .gpu_check/coco256 --detectors faster_rcnn fcos
 """
@@ -25,7 +26,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DETECTORS = ("faster_rcnn", "retinanet", "fcos")
+DETECTORS = ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
+# DETR pre-trains on cluster pseudo-labels (tools/cluster_proposals.py, run by the prepare script).
+PROPOSALS = {"detr": "train_proposals_k256.json"}
 LOADED_BATCHES = 4  # pre-loaded batches the timed steps cycle over
 
 
@@ -39,8 +42,9 @@ def _configs(detector: str, data: Path, batch: int, device: str):
 
     images = str(data / "images")
     pre = LazyConfig.load(str(REPO / f"configs/pretrain_box_{detector}.py"))
+    proposals = PROPOSALS.get(detector, "train_proposals.json")
     pre.dataloader.train.dataset.update(
-        json_file=str(data / "annotations" / "train_proposals.json"), image_root=images
+        json_file=str(data / "annotations" / proposals), image_root=images
     )
     sup = LazyConfig.load(str(REPO / f"configs/finetune_{detector}.py"))
     sup.dataloader.train.dataset.names = L(register_coco)(
@@ -48,8 +52,9 @@ def _configs(detector: str, data: Path, batch: int, device: str):
         json_file=str(data / "annotations" / "train.json"),
         image_root=images,
     )
-    sup.model.backbone.bottom_up._target_ = FrozenResNet
-    sup.model.backbone.bottom_up.freeze_at = 5
+    # The ResNet itself: under the FPN (R-CNNs, dense detectors) or DETR's backbone.
+    resnet = sup.model.backbone.get("bottom_up", sup.model.backbone)
+    resnet.update(_target_=FrozenResNet, freeze_at=5)
     for cfg in (pre, sup):
         cfg.dataloader.train.update(total_batch_size=batch, num_workers=2)
         cfg.train.device = device
@@ -72,14 +77,17 @@ def _calibrate_frozen_bn(detector, batch) -> None:
         module.running_mean.copy_(x.mean(dim=(0, 2, 3)))
         module.running_var.copy_(x.var(dim=(0, 2, 3)))
 
-    backbone = detector.backbone.bottom_up
+    backbone = getattr(detector.backbone, "bottom_up", detector.backbone)
     hooks = [
         m.register_forward_pre_hook(set_stats)
         for m in backbone.modules()
         if isinstance(m, FrozenBatchNorm2d)
     ]
     with torch.no_grad():
-        backbone(detector.preprocess_image(batch).tensor)
+        if hasattr(detector, "preprocess_image"):  # Detectron2's detectors
+            backbone(detector.preprocess_image(batch).tensor)
+        else:  # DETR: (images, padding mask)
+            backbone(detector.preprocess(batch)[0].tensor)
     for h in hooks:
         h.remove()
 
@@ -173,7 +181,8 @@ def main(argv=None) -> int:
     if args.precision != "none" and torch.device(args.device).type != "cuda":
         sys.exit("gpu_check: AMP needs a GPU (Detectron2's AMPTrainer); use --precision none")
     data = Path(args.data)
-    for f in ("train.json", "train_proposals.json"):
+    needed = {"train.json"} | {PROPOSALS.get(d, "train_proposals.json") for d in args.detectors}
+    for f in sorted(needed):
         if not (data / "annotations" / f).is_file():
             sys.exit(
                 f"gpu_check: {data / 'annotations' / f} is missing: run "

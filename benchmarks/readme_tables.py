@@ -74,10 +74,12 @@ def speed_table(r) -> str:
 def gpu_table(runs) -> str:
     """The prepared GPU check, one row per detector and AMP precision."""
     first = runs[0]
+    detr = any("detr" in r["results"] for r in runs)
+    nets = "R-50-FPN, DETR's R-50" if detr else "R-50-FPN"
     lines = [
         f"On a GPU ([`benchmarks/results/gpu_check.md`](benchmarks/results/gpu_check.md), "
-        f"`bash scripts/gpu_check.sh --detectors faster_rcnn retinanet fcos --precision P`; "
-        f"{first['device']}, torch {first['torch']}): the paper-setting configs (R-50-FPN, random "
+        f"`{first['command'].split(' --precision ')[0].split(' --iters ')[0]} --precision P`; "
+        f"{first['device']}, torch {first['torch']}): the paper-setting configs ({nets}; random "
         "weights, frozen backbone), 2 images per step, Detectron2's AMPTrainer:",
         "",
         "| detector | AMP | pre-training s/step | supervised, same frozen backbone | ratio | "

@@ -8,8 +8,9 @@
 # Writes (about 30 MB, ignored by git):
 #   .gpu_check/wheels/     Detectron2's code (the hash-pinned registry wheel) and the pure-Python or
 #                          cp312 wheels of its dependencies that such an image lacks;
-#   .gpu_check/coco256/    the 128 coco256 train images, their annotations and their selective-search
-#                          proposals (made here: the GPU image has no OpenCV contrib).
+#   .gpu_check/coco256/    the 128 coco256 train images, their annotations, their selective-search
+#                          proposals and those proposals' 256 clusters for DETR (made here: the GPU
+#                          image has no OpenCV contrib and no scikit-learn).
 # A second run reuses what is there.
 set -euo pipefail
 
@@ -52,5 +53,14 @@ cd "$ROOT"
 "$VPY" tools/proposals.py generate --image-root "$OUT/coco256/images" \
   --coco-json "$OUT/coco256/annotations/train.json" \
   --output "$OUT/coco256/annotations/train_proposals.json" --no-progress
+# DETR pre-trains on cluster pseudo-labels. Clustered here on the CPU with the paper config's R-50 at
+# random weights (no download): the check measures steps, not what the clusters mean.
+if [ ! -f "$OUT/coco256/annotations/train_proposals_k256.json" ]; then
+  echo "[gpu_check_prepare] DETR cluster pseudo-labels"
+  "$VPY" tools/cluster_proposals.py --json "$OUT/coco256/annotations/train_proposals.json" \
+    --image-root "$OUT/coco256/images" --config-file configs/pretrain_box_detr.py \
+    --output "$OUT/coco256/annotations/train_proposals_k256.json" \
+    --cache-dir "$TMP/features" --device cpu train.init_checkpoint=""
+fi
 du -sh "$OUT"
 echo "[gpu_check_prepare] done: run bash scripts/gpu_check.sh on the GPU machine (with .gpu_check)"

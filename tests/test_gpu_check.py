@@ -122,3 +122,32 @@ def test_frozen_bn_calibration_normalises_every_layer():
         assert torch.allclose(o.var(dim=(0, 2, 3)), torch.ones(o.shape[1]), atol=1e-2)
     # Uncalibrated, the residual stages amplify: float16 tops out at 65504.
     assert before.abs().max() > 100 * after.abs().max()
+
+
+def test_every_detector_checks_its_paper_configs_with_the_resnet_frozen(tmp_path):
+    from aligndet_d2.modeling import FrozenResNet
+
+    gpu_check = load_benchmark("gpu_check")
+    assert {"faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr"} <= set(gpu_check.DETECTORS)
+    for det in gpu_check.DETECTORS:
+        cfgs = gpu_check._configs(det, tmp_path, 2, "cpu")
+        pre, sup = cfgs["pretrain"], cfgs["supervised_frozen"]
+        for cfg in (pre.model.detector, sup.model):
+            resnet = cfg.backbone.get("bottom_up", cfg.backbone)  # DETR has no FPN
+            assert resnet._target_ is FrozenResNet and resnet.freeze_at == 5, det
+        proposals = "train_proposals_k256.json" if det == "detr" else "train_proposals.json"
+        assert pre.dataloader.train.dataset.json_file == str(tmp_path / "annotations" / proposals)
+        for cfg in (pre, sup):
+            assert cfg.dataloader.train.total_batch_size == 2 and cfg.train.device == "cpu"
+
+
+def test_detr_check_without_cluster_labels_names_the_missing_file(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    for f in ("train.json", "train_proposals.json"):
+        (tmp_path / "annotations" / f).write_text("{}")
+    with pytest.raises(SystemExit) as exc:
+        load_benchmark("gpu_check").main(
+            ["--data", str(tmp_path), "--device", "cpu", "--precision", "none", "--detectors",
+             "faster_rcnn", "detr"]
+        )  # fmt: skip
+    assert str(tmp_path / "annotations" / "train_proposals_k256.json") in str(exc.value)
