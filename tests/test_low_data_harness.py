@@ -197,6 +197,19 @@ def test_corrupt_manifest_is_a_clear_error(tmp_path):
     assert manifest.read_text() == '{"faster_rcnn/ft/scratch_p10_seed1": '  # nothing lost
 
 
+def _logged_seconds(run_dir):
+    code = f"import pathlib, low_data; print(low_data._logged_seconds(pathlib.Path({run_dir!r})))"
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO / "benchmarks",
+        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return float(run.stdout.split()[-1])
+
+
 def test_run_time_of_a_resumed_run_leaves_out_the_time_it_was_down(tmp_path):
     # Two segments of one run, as detectron2's default_setup and train loop log them: 10 min,
     # an hour down, 5 min resumed.
@@ -209,17 +222,30 @@ def test_run_time_of_a_resumed_run_leaves_out_the_time_it_was_down(tmp_path):
         "[12/04 04:40:52] detectron2 INFO: Command line arguments: Namespace(resume=True)\n"
         "[12/04 04:45:51] d2.engine.hooks INFO: Overall training speed: 748 iterations\n"
     )
-    run_dir = repr(str(tmp_path))
-    code = f"import pathlib, low_data; print(low_data._logged_seconds(pathlib.Path({run_dir})))"
-    run = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=REPO / "benchmarks",
-        env=dict(os.environ, PYTHONWARNINGS="ignore"),
+    assert _logged_seconds(str(tmp_path)) == 600 + 300
+
+
+def test_run_time_of_a_resumed_run_counts_redone_work_once(tmp_path):
+    # Segment 1: iterations 0-499 and the evaluation after 499 (10 min), then 20 iterations and
+    # part of another evaluation that were lost (3 min), stopped. Segment 2 resumes from the
+    # checkpoint of iteration 499 and runs 5 min.
+    (tmp_path / "log.txt").write_text(
+        "[12/04 03:30:51] detectron2 INFO: Rank of current process: 0. World size: 1\n"
+        "[12/04 03:30:52] d2.engine.train_loop INFO: Starting training from iteration 0\n"
+        "[12/04 03:38:51] d2.evaluation.evaluator INFO: Start inference on 1000 batches\n"
+        "[12/04 03:40:51] d2.utils.events INFO:  eta: 0:10:00  iter: 499  total_loss: 9.3\n"
+        "[12/04 03:41:51] d2.utils.events INFO:  eta: 0:09:00  iter: 519  total_loss: 9.1\n"
+        "[12/04 03:43:51] d2.evaluation.evaluator INFO: Start inference on 1000 batches\n"
+        "[12/04 04:40:51] detectron2 INFO: Rank of current process: 0. World size: 1\n"
+        "[12/04 04:40:52] d2.engine.train_loop INFO: Starting training from iteration 500\n"
+        "[12/04 04:41:51] d2.utils.events INFO:  eta: 0:04:00  iter: 519  total_loss: 9.2\n"
+        "[12/04 04:45:51] d2.engine.hooks INFO: Overall training speed: 20 iterations\n"
     )
-    assert run.returncode == 0, run.stderr[-3000:]
-    assert float(run.stdout.split()[-1]) == 600 + 300
+    assert _logged_seconds(str(tmp_path)) == 600 + 300
+    # Stopped before its first checkpoint: the next start redoes everything.
+    text = (tmp_path / "log.txt").read_text().replace("from iteration 500", "from iteration 0")
+    (tmp_path / "log.txt").write_text(text)
+    assert _logged_seconds(str(tmp_path)) == 300
 
 
 def _row(arm, iters, run="", export="default"):
