@@ -35,11 +35,13 @@ from __future__ import annotations
 import argparse
 import collections
 import fcntl
+import hashlib
 import json
 import math
 import os
 import re
 import statistics
+import subprocess
 import sys
 import time
 from datetime import datetime
@@ -118,6 +120,32 @@ def _logged_seconds(run: Path) -> float:
             end = kept[-1] if kept else seg["times"][0]
         total += (end - seg["times"][0]).total_seconds()
     return total
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def code_version() -> Dict[str, Any]:
+    """The commit the harness runs, and whether the code (package, configs, tools, benchmark
+    scripts; not the results and notes the harness writes) differs from it."""
+    code = ["aligndet_d2", "configs", "tools", "train_net.py", "benchmarks/*.py"]
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(
+            ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *code))
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": "unknown (not a git checkout)"}
+    return {"commit": commit, "dirty": dirty}
 
 
 def _eval_points(run: Path, max_iter: int) -> Dict[int, Dict[str, float]]:
@@ -232,6 +260,7 @@ class Harness:
         from aligndet_d2.utils.machine import machine_summary
 
         self.machine = machine_summary()
+        self.code = code_version()
 
     def _read_manifest(self) -> Dict:
         if not self.manifest_path.exists():
@@ -242,9 +271,9 @@ class Harness:
             raise SystemExit(f"{self.manifest_path}: not a json manifest ({e})")
 
     def _record(self, key: str, row: Dict) -> None:
-        """Adds a finished run to the manifest, with the machine that finished it (a grid is
-        filled over several sessions, not always on the same machine)."""
-        self.manifest[key] = {**row, "machine": self.machine}
+        """Adds a finished run to the manifest, with the machine and the code version that
+        finished it (a grid is filled over several sessions, not always on the same machine)."""
+        self.manifest[key] = {"code": self.code, **row, "machine": self.machine}
         self._written.add(key)
         self._save_manifest()
 
@@ -365,10 +394,18 @@ class Harness:
                 ],
                 run,
             )
-        key = str(run.relative_to(self.work))
+        key, sha = self.pretrain_identity(run)
+        if self.manifest.get(key, {}).get("sha256", sha) != sha:
+            # Done again (a fresh checkout without the work directory): its fine-tunes come from
+            # another pre-training than the recorded one, and the report says which.
+            key = f"{key}#{sha[:12]}"
         if key not in self.manifest:
-            self._record(key, {"seconds": _logged_seconds(run)})
+            self._record(key, {"seconds": _logged_seconds(run), "sha256": sha})
         return run
+
+    def pretrain_identity(self, run: Path):
+        """(manifest key, sha256 of model_final.pth) of a finished pre-training run."""
+        return str(run.relative_to(self.work)), _sha256(run / "model_final.pth")
 
     def export(self, run: Path) -> Path:
         from aligndet_d2.checkpoint.export import export_checkpoint
@@ -413,10 +450,31 @@ class Harness:
         if iters not in points:
             if self.args.report_only:
                 return None
-            init = ""
+            init, pre = "", None
             if arm == "aligndet":
-                init = str(self.export(self.pretrain(det, pretrain_iters)))
+                pre_run = self.pretrain(det, pretrain_iters)
+                init = str(self.export(pre_run))
+                key_, sha = self.pretrain_identity(pre_run)
+                pre = {"run": key_, "sha256": sha}
             split = self.splits()[(seed, percent)]
+            # What the run starts from, written once, before its first iteration: a run resumed
+            # later (perhaps after its pre-training was done again) keeps its true origin.
+            prov = run / "provenance.json"
+            if not prov.exists():
+                run.mkdir(parents=True, exist_ok=True)
+                prov.write_text(
+                    json.dumps(
+                        {
+                            "code": self.code,
+                            "split": {
+                                "file": Path(split["labeled_file"]).name,
+                                "sha256": _sha256(Path(split["labeled_file"])),
+                            },
+                            "pretrain": pre,
+                        },
+                        indent=1,
+                    )
+                )
             _log(f"{det}: fine-tune {run.parent.name}/{run.name} ({iters} iterations)")
             _train_net(
                 [
@@ -464,6 +522,12 @@ class Harness:
             "points": {str(k): v for k, v in sorted(points.items())},
             "seconds": _logged_seconds(run),
         }
+        prov = run / "provenance.json"
+        if prov.exists():
+            p = json.loads(prov.read_text())
+            row.update(code=p["code"], split=p["split"])
+            if p["pretrain"]:
+                row["pretrain"] = p["pretrain"]
         self._record(key, row)
         return row
 
@@ -600,6 +664,29 @@ def _pretrain_variant(r: Dict) -> str:
     return m.group(1).strip("_") if m else ""
 
 
+def _pretrain_run(r: Dict) -> str:
+    """The pre-training run an AlignDet row was fine-tuned from: its checkpoint's sha256 (first
+    12 digits), or what the manifest says of a run from before hashes were recorded."""
+    pre = r.get("pretrain") or {}
+    if "sha256" in pre:
+        return pre["sha256"][:12]
+    return pre.get("instance", "not recorded")
+
+
+def mixed_pretraining(d: Dict) -> str:
+    """'' when every fold of a paired row comes from one pre-training run (or none is known);
+    otherwise which folds come from which run."""
+    runs = d.get("pretrain_runs", [])
+    if len(set(runs)) < 2:
+        return ""
+    folds = {}
+    for seed, run in zip(d["seeds"], runs):
+        folds.setdefault(run, []).append(str(seed))
+    return f"{len(folds)} pre-training runs: " + "; ".join(
+        f"fold{'s' * (len(f) > 1)} {', '.join(f)} from {run}" for run, f in folds.items()
+    )
+
+
 def summarize(rows: List[Dict]) -> Dict[str, List[Dict]]:
     """Per (detector, fine-tune config, percent, arm): AP at each evaluated iteration, mean and
     min-max over folds; and the paired (same fold) AlignDet minus scratch differences. An AlignDet
@@ -646,11 +733,26 @@ def summarize(rows: List[Dict]) -> Dict[str, List[Dict]]:
         if arm == "scratch" or (det, ft, p, "scratch") not in groups:
             continue
         base = {r["seed"]: r for r in groups[(det, ft, p, "scratch")]}
-        pairs = [(r, base[r["seed"]]) for r in rs if r["seed"] in base]
+        pairs = sorted(
+            ((r, base[r["seed"]]) for r in rs if r["seed"] in base), key=lambda ab: ab[0]["seed"]
+        )
         if not pairs:
             continue
+        for a, b in pairs:
+            # A fold is one labeled split: both arms of a pair must have trained on it.
+            sa, sb = (x.get("split", {}).get("sha256") for x in (a, b))
+            if sa and sb and sa != sb:
+                raise SystemExit(
+                    f"{a.get('run')} and {b.get('run')}: fold {a['seed']} of both arms, but "
+                    f"trained on different labeled splits ({a['split']['file']} {sa[:12]}, "
+                    f"{b['split']['file']} {sb[:12]})"
+                )
         end = str(pairs[0][0]["iters"])
-        d = {**head((det, ft, p, arm), rs), "seeds": sorted(a["seed"] for a, _ in pairs)}
+        d = {**head((det, ft, p, arm), rs), "seeds": [a["seed"] for a, _ in pairs]}
+        # Which pre-training run each fold's AlignDet arm was fine-tuned from (folds filled in
+        # other sessions may come from a pre-training done again).
+        d["pretrain_runs"] = [_pretrain_run(a) for a, _ in pairs]
+        d["mixed_pretraining"] = mixed_pretraining(d)
         for t, m, _ in METRICS:
             k = f"{t}/{m}"
             deltas = [a["points"][end][k] - b["points"][end][k] for a, b in pairs]
@@ -846,9 +948,11 @@ def markdown(report: Dict) -> str:
     ]
     for d in report["summary"]["paired"]:
         reach = ", ".join("-" if x is None else f"{x:.2f}" for x in d["reaches_scratch_final_at"])
+        mixed = d.get("mixed_pretraining")
         lines.append(
             f"| {d['detector']} | {d['finetune']} | {d['percent']:g} % | {d['arm']} "
-            f"({_epochs(d['pretrain_epochs'])} of the pool) | {len(d['seeds'])} | "
+            f"({_epochs(d['pretrain_epochs'])} of the pool{'; ' + mixed if mixed else ''}) | "
+            f"{len(d['seeds'])} | "
             f"{d['bbox_voc/AP50']['scratch_mean']:.2f} | {_fmt(d['bbox_voc/AP50'])} | "
             f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {_fmt(d['bbox/AP'])} | "
             f"{_fmt(d['bbox_agnostic/AP'])} | {reach} | {d['target']} |"

@@ -169,9 +169,14 @@ def low_data_table(r) -> str:
                 f"{m['mean']:+.2f}"
                 + (f" ({m['min']:+.2f} to {m['max']:+.2f})" if m["min"] != m["max"] else "")
             )
+        # The arm's variant ("aligndet it312 (fg_box_loss)") and a row whose folds come from
+        # different pre-training runs are said in the pre-training cell.
+        pre = f"{d['pretrain_epochs']:.2g}"
+        if " (" in d["arm"]:
+            pre += " (" + d["arm"].split(" (", 1)[1]
+        pre += f"; {d['mixed_pretraining']}" if d.get("mixed_pretraining") else ""
         lines.append(
-            f"| {d['detector']} | {d['finetune']} | {d['percent']:g} % | "
-            f"{d['pretrain_epochs']:.2g} | "
+            f"| {d['detector']} | {d['finetune']} | {d['percent']:g} % | {pre} | "
             f"{len(d['seeds'])} | {d['bbox_voc/AP50']['scratch_mean']:.2f} | {cells[0]} | "
             f"{d['bbox_voc/AP50']['folds_above']}/{len(d['seeds'])} | {cells[1]} | {cells[2]} | "
             f"{d['target']} |"

@@ -456,3 +456,92 @@ def test_backbone_modes_pair_a_wide_mode_with_its_wide_pretraining_and_list_part
     assert d["partial"] == {"frozen + adapters series": [1]}
     # The series row's 20.0 of fold 1 is not yet the best scratch arm: it has one fold of two.
     assert 20.0 not in d["best_scratch"]
+
+
+@pytest.mark.skipif(not VOC.exists(), reason="needs ../shared/data/voc2007")
+def test_both_arms_of_a_fold_train_on_its_split_and_record_where_they_come_from(
+    tmp_path, monkeypatch
+):
+    """Per fold, the scratch and the AlignDet fine-tune read the same labeled split; every row
+    records the split's hash, the code's commit and (AlignDet) the pre-training checkpoint it
+    started from; a pre-training done again is recorded as another run, and the report says which
+    folds come from which; pairs are by fold, and a pair of different splits is an error."""
+    import hashlib
+
+    low_data = load_benchmark("low_data")
+    calls = []
+
+    def fake_train_net(args, run):
+        calls.append((run, dict(a.split("=", 1) for a in args if "=" in a)))
+        run.mkdir(parents=True, exist_ok=True)
+        if run.parent.name == "pretrain":
+            (run / "model_final.pth").write_bytes(b"pre-training 1")
+        else:  # the final evaluation, what the harness reads
+            it, seed = int(calls[-1][1]["train.max_iter"]), int(calls[-1][1]["train.seed"])
+            ap = {
+                f"{t}/{m}": 10.0 * seed + ("aligndet" in run.name) for t, m, _ in low_data.METRICS
+            }
+            (run / "metrics.json").write_text(json.dumps({"iteration": it, **ap}) + "\n")
+
+    monkeypatch.setattr(low_data, "_train_net", fake_train_net)
+    args = SimpleNamespace(
+        data=str(_tiny_voc(tmp_path, 16)), detectors=["faster_rcnn"], percents=[25.0],
+        seeds=[2, 1], pretrain_iters=[2], finetune_epochs=1.5, val_images=4, pretrain_opts=[],
+        finetune_opts=[], detr_clusters=256, pretrain_variant="", finetune_variant="",
+        keep_reg=False, drop_rpn=False, checkpoint_period=250, skip_recall=True,
+        report_only=False, holdout=0, workers=1, arms=["scratch", "aligndet"],
+        work_dir=str(tmp_path / "work"), manifest=str(tmp_path / "runs.json"),
+    )  # fmt: skip
+    h = low_data.Harness(args)
+    monkeypatch.setattr(h, "proposals", lambda *a, **k: "pool.json")
+    monkeypatch.setattr(h, "export", lambda run: run / "exported.pth")
+    h.run()
+    splits = {}
+    for run, opts in calls:
+        if run.parent.name != "pretrain":
+            splits.setdefault(int(opts["train.seed"]), set()).add(
+                opts["dataloader.train.dataset.names.json_file"]
+            )
+    assert {s: len(files) for s, files in splits.items()} == {1: 1, 2: 1}  # one split per fold
+    assert splits[1] != splits[2]
+    rows = {k: v for k, v in json.loads((tmp_path / "runs.json").read_text()).items() if "arm" in v}
+    assert len(rows) == 4
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    for r in rows.values():
+        (file,) = splits[r["seed"]]
+        assert r["split"]["sha256"] == hashlib.sha256(open(file, "rb").read()).hexdigest()
+        assert r["code"]["commit"] == commit
+        first = hashlib.sha256(b"pre-training 1").hexdigest()
+        assert r.get("pretrain") == (
+            {"run": "faster_rcnn/pretrain/soco_it2", "sha256": first}
+            if r["arm"] == "aligndet"
+            else None
+        )
+    # A later session without the work directory pre-trains again (other weights) for fold 3.
+    pre = tmp_path / "work" / "faster_rcnn" / "pretrain" / "soco_it2"
+    (pre / "model_final.pth").write_bytes(b"pre-training 2")
+    args.seeds = [1, 2, 3]
+    h = low_data.Harness(args)
+    monkeypatch.setattr(h, "proposals", lambda *a, **k: "pool.json")
+    monkeypatch.setattr(h, "export", lambda run: run / "exported.pth")
+    n_calls = len(calls)
+    h.run()
+    assert [int(o["train.seed"]) for _, o in calls[n_calls:]] == [3, 3]  # folds 1, 2 are done
+    second = hashlib.sha256(b"pre-training 2").hexdigest()
+    manifest = json.loads((tmp_path / "runs.json").read_text())
+    assert manifest["faster_rcnn/pretrain/soco_it2"]["sha256"] == first
+    assert manifest[f"faster_rcnn/pretrain/soco_it2#{second[:12]}"]["sha256"] == second
+    rows = [{**v, "run": k} for k, v in manifest.items() if "arm" in v]
+    rows.sort(key=lambda r: (r["arm"] == "scratch", -r["seed"]))  # pairs are found by fold
+    (paired,) = low_data.summarize(rows)["paired"]
+    assert paired["seeds"] == [1, 2, 3] and paired["bbox_voc/AP50"]["mean"] == 1.0
+    assert paired["pretrain_runs"] == [first[:12], first[:12], second[:12]]
+    assert paired["mixed_pretraining"] == (
+        f"2 pre-training runs: folds 1, 2 from {first[:12]}; fold 3 from {second[:12]}"
+    )
+    bad = next(r for r in rows if r["arm"] == "scratch" and r["seed"] == 2)
+    bad["split"] = {**bad["split"], "sha256": "0" * 64}
+    with pytest.raises(SystemExit, match="fold 2 of both arms, but trained on different labeled"):
+        low_data.summarize(rows)

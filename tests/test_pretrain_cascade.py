@@ -121,3 +121,116 @@ def test_one_stage_weight_per_stage_is_required():
     cfg.model.detector.roi_heads.stage_loss_weights = (1.0, 0.5)
     with pytest.raises(ValueError, match=r"stage_loss_weights=\(1.0, 0.5\): one weight per stage"):
         instantiate(cfg.model)
+
+
+def _box(x1, y1, x2, y2):
+    return [float(x1), float(y1), float(x2), float(y2)]
+
+
+def test_each_stage_matches_its_rois_at_its_own_iou():
+    from aligndet_d2.modeling.contrastive import BACKGROUND_ID
+
+    heads = _pair().online.roi_heads
+    target = Instances((200, 200))
+    target.gt_boxes = Boxes(torch.tensor([_box(0, 0, 100, 100)]))
+    target.gt_ids = torch.tensor([7])
+    # [0, 0, w, 100] inside the target box has IoU w / 100 with it.
+    widths = (45, 55, 65, 75)
+    for k, iou in enumerate((0.5, 0.6, 0.7)):
+        rois = Instances((200, 200))
+        rois.proposal_boxes = Boxes(torch.tensor([_box(0, 0, w, 100) for w in widths]))
+        rois.is_gt = torch.zeros(len(widths), dtype=torch.bool)
+        out = heads._label([rois], [target], k, sample=False)[0]
+        expected = [7 if w / 100 >= iou else BACKGROUND_ID for w in widths]
+        assert out.gt_ids.tolist() == expected, f"stage {k}"
+
+
+def _cascade_inputs(h=256, w=320):
+    g = torch.Generator().manual_seed(0)
+    features = {
+        f"p{lvl}": torch.randn(2, 128, h // 2**lvl, w // 2**lvl, generator=g) for lvl in (3, 4, 5)
+    }
+    targets, proposals = [], []
+    for i in range(2):
+        t = Instances((h, w))
+        t.gt_boxes = Boxes(torch.tensor([_box(10, 20, 90, 120), _box(50, 40, 200, 220)]) + 7 * i)
+        t.gt_ids = torch.arange(2) + 2 * i
+        targets.append(t)
+        xy = torch.rand(40, 2, generator=g) * torch.tensor([w - 60.0, h - 60.0])
+        wh = 20 + torch.rand(40, 2, generator=g) * 100
+        jitter = t.gt_boxes.tensor.repeat(5, 1) + torch.randn(10, 4, generator=g) * 6
+        p = Instances((h, w))
+        p.proposal_boxes = Boxes(torch.cat([jitter, torch.cat([xy, xy + wh], 1)]).clamp(min=0))
+        p.objectness_logits = torch.zeros(len(p.proposal_boxes))
+        proposals.append(p)
+    return features, proposals, targets
+
+
+def test_stages_refine_the_previous_boxes_and_weigh_box_losses_over_all_their_rois():
+    """Stage k + 1 pools stage k's regressed boxes (its own Box2BoxTransform weights, clipped);
+    each stage's box loss is smooth L1 (beta 1) over its foreground ROIs divided by all its ROIs
+    (Detectron2's CascadeROIHeads, the reference HTC), times the stage weight."""
+    import torch.nn.functional as F
+    from detectron2.structures import pairwise_iou
+
+    heads = _pair().online.roi_heads
+    deltas = [
+        torch.tensor([0.3, -0.2, 0.1, 0.05]),
+        torch.tensor([-0.4, 0.3, -0.1, 0.1]),
+        torch.tensor([0.5, 0.2, 0.05, -0.1]),
+    ]
+    for p, d in zip(heads.box_predictor, deltas):
+        torch.nn.init.zeros_(p.bbox_pred.weight)
+        p.bbox_pred.bias.data.copy_(d)
+    pooled = []
+    pool = heads.box_pooler.forward
+    heads.box_pooler.forward = lambda x, boxes: (
+        pooled.append([b.tensor.clone() for b in boxes]) or pool(x, boxes)
+    )
+    features, proposals, targets = _cascade_inputs()
+    torch.manual_seed(0)
+    with EventStorage():
+        losses, samples = heads.forward_pretrain(features, proposals, targets)
+    assert len(pooled) == 3
+    for k in (1, 2):
+        transform = heads.box_predictor[k - 1].box2box_transform
+        for prev, now in zip(pooled[k - 1], pooled[k]):
+            expected = Boxes(transform.apply_deltas(deltas[k - 1].expand(len(prev), 4), prev))
+            expected.clip((256, 320))
+            assert torch.allclose(now, expected.tensor[expected.nonempty()], atol=1e-4)
+    for k, (iou_min, weight) in enumerate(zip((0.5, 0.6, 0.7), (1.0, 0.5, 0.25))):
+        transform = heads.box_predictor[k].box2box_transform
+        total, rois, fg_rois = 0.0, 0, 0
+        for boxes, t in zip(pooled[k], targets):
+            best, idx = pairwise_iou(t.gt_boxes, Boxes(boxes)).max(dim=0)
+            fg = best >= iou_min
+            goal = transform.get_deltas(boxes[fg], t.gt_boxes.tensor[idx[fg]])
+            pred = deltas[k].expand_as(goal)
+            total += F.smooth_l1_loss(pred, goal, beta=1.0, reduction="sum").item()
+            rois, fg_rois = rois + len(boxes), fg_rois + int(fg.sum())
+        assert 0 < fg_rois < rois, f"stage {k}: the test needs both foreground and background"
+        assert (samples.ids[samples.stage == k] >= 0).sum() == fg_rois
+        got = losses[f"loss_box_reg_stage{k}"].item()
+        assert got == pytest.approx(weight * total / rois, rel=1e-4), f"stage {k}"
+
+
+def test_refined_boxes_are_detached_clipped_and_the_empty_ones_dropped():
+    from aligndet_d2.modeling.cascade import ContrastiveCascadeROIHeads
+
+    rois = Instances((100, 100))
+    rois.proposal_boxes = Boxes(torch.zeros(4, 4))
+    rois.is_gt = torch.tensor([False, True, False, True])
+    boxes = torch.tensor(
+        [
+            _box(10, 10, 50, 50),
+            _box(-5, 20, 40, 130),
+            _box(120, 10, 150, 40),
+            _box(20, -30, 60, -5),
+        ],
+        requires_grad=True,
+    )
+    out = ContrastiveCascadeROIHeads.refined_rois([rois], [boxes])[0]
+    # The third box lies right of the image and the fourth above it: empty once clipped.
+    assert out.proposal_boxes.tensor.tolist() == [_box(10, 10, 50, 50), _box(0, 20, 40, 100)]
+    assert out.is_gt.tolist() == [False, True]
+    assert not out.proposal_boxes.tensor.requires_grad

@@ -11,7 +11,16 @@ classifier replaced by a projection (:class:`~aligndet_d2.modeling.rcnn.Contrast
   above it carries its box's id, the others are background (negatives only).
 - The contrastive loss is computed per stage, the online stage k's embeddings against the momentum
   stage k's (each stage has its own head and projector), and summed with the stage weights (1, 0.5,
-  0.25, as HTC weighs its stages), as are the stages' L1 box losses on their foreground ROIs.
+  0.25, as HTC weighs its stages), as are the stages' box losses.
+- Box loss as the reference HTC's and Detectron2's ``CascadeROIHeads``: regression on the
+  foreground ROIs, summed and divided by all ROIs of the stage, background included
+  (``FastRCNNOutputLayers.box_reg_loss``), smooth L1 with beta 1 (the reference's
+  ``SmoothL1Loss(beta=1.0)``; ``configs/common/capacity.py`` sets ``smooth_l1_beta``). Until
+  this was fixed the loss was divided by the foreground ROIs only, 4x larger at stage 1's 25 %
+  foreground cap and about 40x on an untrained pair, whose later stages have few foreground ROIs.
+- Stages 2 and 3 drop the refined boxes that are empty after clipping to the image, as
+  Detectron2's ``CascadeROIHeads`` does in training (an empty box has no IoU with any pseudo-GT
+  and nothing to pool).
 """
 
 from __future__ import annotations
@@ -76,6 +85,51 @@ class ContrastiveCascadeROIHeads(CascadeROIHeads):
             out.append(r)
         return out
 
+    @staticmethod
+    def refined_rois(rois: List[Instances], boxes: List[torch.Tensor]) -> List[Instances]:
+        """The next stage's ROIs: this stage's regressed boxes, detached, clipped to the image,
+        the empty ones dropped (Detectron2's ``CascadeROIHeads`` in training).
+
+        Args:
+            rois: per image, this stage's ROIs (``is_gt`` is carried over).
+            boxes: per image, (R_i, 4) regressed XYXY boxes of those ROIs.
+
+        Returns:
+            per image, ``Instances`` with ``proposal_boxes`` and ``is_gt``.
+        """
+        out = []
+        for r, b in zip(rois, boxes):
+            b = Boxes(b.detach())
+            b.clip(r.image_size)
+            keep = b.nonempty()
+            out.append(Instances(r.image_size, proposal_boxes=b[keep], is_gt=r.is_gt[keep]))
+        return out
+
+    def box_loss(self, stage: int, rois: List[Instances], deltas: torch.Tensor) -> torch.Tensor:
+        """Stage ``stage``'s box regression loss, unweighted by the stage weight.
+
+        Args:
+            stage: the stage index.
+            rois: per image, the stage's ROIs with ``proposal_boxes``, ``gt_boxes`` and
+                ``gt_ids`` (BACKGROUND_ID for background), R in all.
+            deltas: (R, 4) class-agnostic deltas of the stage's predictor.
+
+        Returns:
+            The loss over the foreground ROIs divided by R (Detectron2's normaliser), times the
+            predictor's ``loss_weight["loss_box_reg"]``.
+        """
+        predictor = self.box_predictor[stage]
+        ids = cat([r.gt_ids for r in rois])
+        # The predictor has one class (0); Detectron2 reads class num_classes (1) as background.
+        classes = torch.where(ids >= 0, 0, 1)
+        loss = predictor.box_reg_loss(
+            cat([r.proposal_boxes.tensor for r in rois]),
+            cat([r.gt_boxes.tensor for r in rois]),
+            deltas,
+            classes,
+        )
+        return loss * predictor.loss_weight.get("loss_box_reg", 1.0)
+
     def forward_pretrain(
         self,
         features: Dict[str, torch.Tensor],
@@ -104,12 +158,7 @@ class ContrastiveCascadeROIHeads(CascadeROIHeads):
         losses, samples = {}, []
         for k in range(n):
             if k > 0:
-                nxt = []
-                for r, b in zip(rois, prev_boxes):
-                    boxes = Boxes(b.detach())
-                    boxes.clip(r.image_size)
-                    nxt.append(Instances(r.image_size, proposal_boxes=boxes, is_gt=r.is_gt))
-                rois = self._label(nxt, targets, k, sample=False)
+                rois = self._label(self.refined_rois(rois, prev_boxes), targets, k, sample=False)
             x = self.box_pooler(feats, [r.proposal_boxes for r in rois])
             # Every stage back-propagates into the shared features: scale each by 1 / stages,
             # as Detectron2's CascadeROIHeads does.
@@ -117,10 +166,8 @@ class ContrastiveCascadeROIHeads(CascadeROIHeads):
             emb, deltas = self.box_predictor[k](self.box_head[k](x))
             ids = cat([r.gt_ids for r in rois])
             if with_losses:
-                fg = ids >= 0
-                fg_rois = [r[r.gt_ids >= 0] for r in rois]
-                loss = self.box_predictor[k].losses((emb[fg], deltas[fg]), fg_rois)
-                losses[f"loss_box_reg_stage{k}"] = loss["loss_box_reg"] * self.stage_loss_weights[k]
+                loss = self.box_loss(k, rois, deltas)
+                losses[f"loss_box_reg_stage{k}"] = loss * self.stage_loss_weights[k]
             fixed = cat([r.is_gt for r in rois]) & (ids >= 0) & (k == 0)
             samples.append((emb, ids, fixed, torch.full_like(ids, k)))
             prev_boxes = self.box_predictor[k].predict_boxes((emb, deltas), rois)

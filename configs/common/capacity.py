@@ -73,7 +73,8 @@ def cascade_heads(model, *, ious: Sequence[float] = (0.5, 0.6, 0.7)):
 def contrastive_cascade_heads(detector, *, rois_per_image: int):
     """Turns a Faster R-CNN pre-training detector config into the Cascade R-CNN one
     (``ContrastiveCascadeROIHeads``): three stages of the detector's own head and projection,
-    stage 1 sampling ``rois_per_image`` at 25 % foreground, losses weighted 1 / 0.5 / 0.25."""
+    stage 1 sampling ``rois_per_image`` at 25 % foreground, losses weighted 1 / 0.5 / 0.25, box
+    losses smooth L1 with beta 1 as the reference HTC's."""
     cascade_heads(detector)
     roi = detector.roi_heads
     roi.pop("always_keep_gt")  # the R-CNN pre-training's foreground-only sampling
@@ -83,4 +84,6 @@ def contrastive_cascade_heads(detector, *, rois_per_image: int):
         positive_fraction=0.25,
         stage_loss_weights=(1.0, 0.5, 0.25),
     )
+    for predictor in roi.box_predictors:
+        predictor.smooth_l1_beta = 1.0  # the reference HTC's SmoothL1Loss(beta=1.0)
     return detector
