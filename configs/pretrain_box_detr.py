@@ -9,8 +9,9 @@
 #
 # The R-50 is frozen; the transformer, queries and heads train on two views per image with the
 # first 50 proposals as pseudo ground truth and their 256 clusters as classes (set loss: cost and
-# loss 1 class + 5 L1 + 2 GIoU on every decoder layer, no-object weight 1.0); a box-only match
-# gives each proposal a query, whose projected decoder output enters the contrastive loss.
+# loss 1 class + 5 L1 + 2 GIoU on every decoder layer, no-object weight 1.0, the cross-entropy
+# divided by the matched queries as the reference's); a box-only match on each decoder layer gives
+# each proposal a query per layer, whose projected decoder outputs enter the contrastive loss.
 from detectron2.config import LazyCall as L
 
 from aligndet_d2.modeling import FrozenResNet, MomentumPair
@@ -26,8 +27,10 @@ detector.backbone._target_ = FrozenResNet
 detector.backbone.freeze_at = 5  # stem and every stage: forward under no_grad
 detector.num_classes = 256  # the clusters of tools/cluster_proposals.py
 detector.criterion.eos_coef = 1.0
+detector.criterion.class_normalizer = "matched"
 detector.instance_matcher = L(HungarianMatcher)(cost_class=0.0, cost_bbox=5.0, cost_giou=2.0)
 detector.embed_dim = 256
+detector.contrast_layers = "all"  # every decoder layer, as the reference
 
 model = L(MomentumPair)(detector=detector, temperature=0.5, base_momentum=0.996)
 

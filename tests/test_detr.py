@@ -157,3 +157,103 @@ def test_clip_grad_adamw_clips_the_global_norm_before_its_step():
 def test_a_matcher_with_no_cost_is_refused():
     with pytest.raises(ValueError, match="all costs are 0"):
         HungarianMatcher(cost_class=0.0, cost_bbox=0.0, cost_giou=0.0)
+
+
+def test_matched_normaliser_divides_the_cross_entropy_by_the_matched_queries():
+    # The hand-computed case above with the pre-training's settings: no-object weight 1, the sum
+    # over both queries divided by the one matched query (the reference's DETR head).
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.1, 0.1, 0.05, 0.05]]])
+    logits = torch.tensor([[[0.0, 2.0, 0.0], [1.0, 0.0, 3.0]]])
+    crit = SetCriterion(
+        num_classes=2, matcher=HungarianMatcher(), eos_coef=1.0, class_normalizer="matched"
+    )
+    losses = crit(
+        logits[None], boxes[None], [torch.tensor([1])], [torch.tensor([[0.5, 0.5, 0.4, 0.4]])]
+    )
+    lp = logits[0].log_softmax(-1)
+    assert losses["loss_ce"].item() == pytest.approx((-lp[0, 1] - lp[1, 2]).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="class_normalizer='all'"):
+        SetCriterion(num_classes=2, matcher=HungarianMatcher(), class_normalizer="all")
+
+
+class _FixedFeatures(torch.nn.Module):
+    """A backbone that returns a given ``res5`` map whatever the images."""
+
+    def __init__(self, feat):
+        super().__init__()
+        self.feat = feat
+
+    def forward(self, x):
+        assert x.shape[0] == self.feat.shape[0] and x.shape[-1] // 32 == self.feat.shape[-1]
+        return {"res5": self.feat}
+
+
+def _cpu_detr():
+    cfg = LazyConfig.load(str(CONFIGS / "finetune_detr_cpu.py"))
+    cfg.model.backbone.pretrained = False
+    torch.manual_seed(0)
+    return instantiate(cfg.model)
+
+
+def test_a_padded_image_decodes_as_it_does_alone():
+    """Padding masks in the encoder's self-attention and the decoder's cross-attention and the
+    position encoding over each image's own extent: the features under the padding do not
+    change what the decoder sees of an image."""
+    model = _cpu_detr().eval()
+    g = torch.Generator().manual_seed(0)
+    small = {"image": torch.zeros(3, 160, 224)}  # alone: a 5 x 7 feature map at stride 32
+    large = {"image": torch.zeros(3, 192, 256)}  # with it, both are padded to 6 x 8
+    alone = torch.randn(1, 320, 5, 7, generator=g)
+    both = torch.randn(2, 320, 6, 8, generator=g) * 10  # nonsense under the padding
+    both[0, :, :5, :7] = alone[0]
+    with torch.no_grad():
+        model.backbone = _FixedFeatures(alone)
+        images, mask = model.preprocess([small])
+        assert not mask.any()
+        hs_a, _, boxes_a = model.decode(images, mask)
+        model.backbone = _FixedFeatures(both)
+        images, mask = model.preprocess([small, large])
+        assert mask[0, :160, :224].logical_not().all() and mask[0, 160:].all()
+        assert mask[0, :, 224:].all() and not mask[1].any()
+        hs_b, _, boxes_b = model.decode(images, mask)
+    assert torch.allclose(hs_b[:, 0], hs_a[:, 0], atol=1e-4)
+    assert torch.allclose(boxes_b[:, 0], boxes_a[:, 0], atol=1e-5)
+
+
+class _Recorder(torch.nn.Module):
+    def forward(self, *args):
+        self.args = args
+        return {"loss_ce": torch.zeros(())}
+
+
+def test_targets_and_predictions_are_in_each_image_s_own_size_not_the_padded_one():
+    model = _cpu_detr()
+    batch = _batch()  # 160 x 224 and 192 x 160, shown at twice that size ("height", "width")
+    q = model.num_queries
+    boxes = torch.rand(1, 2, q, 4, generator=torch.Generator().manual_seed(0)) * 0.4 + 0.3
+    logits = torch.randn(1, 2, q, 81, generator=torch.Generator().manual_seed(1))
+    model.decode = lambda images, mask: (None, logits, boxes)
+    model.criterion = _Recorder()
+    with EventStorage():
+        model(batch)
+    targets = model.criterion.args[3]
+    for d, t in zip(batch, targets):
+        h, w = d["image"].shape[1:]
+        xyxy = d["instances"].gt_boxes.tensor
+        expected = box_convert(xyxy, "xyxy", "cxcywh") / torch.tensor([w, h, w, h])
+        assert torch.allclose(t, expected, atol=1e-6)
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+    for i, (d, r) in enumerate(zip(batch, out)):
+        h, w = d["image"].shape[1:]
+        scale = torch.tensor([w, h, w, h]) * 2  # to the original size
+        expected = Boxes(box_convert(boxes[0, i], "cxcywh", "xyxy") * scale)
+        expected.clip((2 * h, 2 * w))  # as Detectron2's detector_postprocess does
+        got = r["instances"].pred_boxes.tensor
+        assert r["instances"].image_size == (2 * h, 2 * w) and len(got) == q
+        # Both sorted the same way (the output is in score order).
+        got, expected = (
+            torch.tensor(sorted(map(tuple, b.tolist()))) for b in (got, expected.tensor)
+        )
+        assert torch.allclose(got, expected, atol=1e-3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from typing import Any, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -19,6 +20,7 @@ from detectron2.structures import BoxMode
 from .proposals import CATEGORY, ProposalsError
 
 __all__ = [
+    "check_cluster_labels",
     "cluster_categories",
     "load_proposals_json",
     "read_proposals_json",
@@ -214,6 +216,62 @@ def cluster_categories(categories: List[Dict[str, Any]]) -> Optional[int]:
     expected = [(i + 1, f"cluster_{i + 1}") for i in range(len(cats))]
     ok = cats and [(c.get("id"), c.get("name")) for c in cats] == expected
     return len(cats) if ok else None
+
+
+def check_cluster_labels(
+    json_file: str, *, num_classes: int, num_queries: int, max_proposals: Optional[int]
+) -> None:
+    """Refuses, before training, a proposals json that DETR pre-training cannot learn from.
+
+    DETR pre-training reads the proposals' cluster pseudo-labels as its classes and matches them
+    one-to-one to its queries, so the json must hold ``num_classes`` clusters
+    (``tools/cluster_proposals.py``) and no image may give more proposals than there are queries.
+
+    Args:
+        json_file: the pre-training json (``dataloader.train.dataset.json_file``).
+        num_classes: the detector's classes (``model.detector.num_classes``).
+        num_queries: its object queries (``model.detector.num_queries``).
+        max_proposals: the loader's cap on proposals per image
+            (``dataloader.train.mapper.max_proposals``), None for none.
+
+    Raises:
+        ProposalsError: naming the json and the problem: not clustered (every box would train as
+            class 0), another number of clusters than classes (a cluster id >= ``num_classes``
+            trains as "no object", a larger one fails in the loss), or more proposals per image
+            than queries (the extra ones would never be matched).
+    """
+    data = read_proposals_json(json_file)
+    cats = data.get("categories") or []
+    k = cluster_categories(cats)
+    if k is None:
+        raise ProposalsError(
+            f"{json_file}: its categories {[c.get('name') for c in cats][:3]} are not cluster "
+            "pseudo-labels (cluster_1 .. cluster_K): DETR pre-training would train every box as "
+            f"class 0; cluster it first (tools/cluster_proposals.py --num-clusters {num_classes})"
+        )
+    if k != num_classes:
+        raise ProposalsError(
+            f"{json_file}: {k} clusters but model.detector.num_classes={num_classes} ("
+            + (
+                f"cluster ids from {num_classes} up would train as 'no object' or fail"
+                if k > num_classes
+                else f"{num_classes - k} classes would have no box"
+            )
+            + f"); set model.detector.num_classes={k}"
+        )
+    counts = Counter(a["image_id"] for a in data["annotations"] if not a.get("iscrowd", 0))
+    if not counts:
+        return
+    image, most = counts.most_common(1)[0]
+    read = most if max_proposals is None else min(most, max_proposals)
+    if read > num_queries:
+        raise ProposalsError(
+            f"{json_file}: image {image} gives {read} proposals (dataloader.train.mapper."
+            f"max_proposals={max_proposals}) but the detector has {num_queries} queries: "
+            f"{read - num_queries} would never be matched; set "
+            f"dataloader.train.mapper.max_proposals={num_queries} or fewer (the reference reads "
+            "the first 50 proposals with 100 queries)"
+        )
 
 
 def is_proposals_categories(categories: List[Dict[str, Any]]) -> bool:

@@ -24,6 +24,12 @@ class SetCriterion(nn.Module):
         matcher: the class + box matcher.
         eos_coef: weight of the no-object class in the cross-entropy (DETR: 0.1; AlignDet's
             pre-training: 1.0).
+        class_normalizer: what the cross-entropy summed over all queries is divided by:
+            "weights", the sum of the queries' class weights (a weighted mean, as DETR does), or
+            "matched", the number of matched queries of the process (at least 1), as the
+            reference AlignDet's DETR pre-training head does (mmdetection's ``DETRHead`` with
+            ``bg_cls_weight`` 0). With a no-object weight of 1 the second is ``Q / matched``
+            times the first (1.5x for 30 queries and 20 proposals).
         loss_class: weight of the cross-entropy (1).
         loss_bbox: weight of the L1 loss (5).
         loss_giou: weight of the GIoU loss (2).
@@ -35,11 +41,17 @@ class SetCriterion(nn.Module):
         num_classes: int,
         matcher: HungarianMatcher,
         eos_coef: float = 0.1,
+        class_normalizer: str = "weights",
         loss_class: float = 1.0,
         loss_bbox: float = 5.0,
         loss_giou: float = 2.0,
     ):
         super().__init__()
+        if class_normalizer not in ("weights", "matched"):
+            raise ValueError(
+                f"class_normalizer={class_normalizer!r} (allowed: 'weights', 'matched')"
+            )
+        self.class_normalizer = class_normalizer
         self.num_classes = num_classes
         self.matcher = matcher
         self.weights = {"loss_ce": loss_class, "loss_bbox": loss_bbox, "loss_giou": loss_giou}
@@ -70,7 +82,13 @@ class SetCriterion(nn.Module):
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
         )
         target_classes[b, q] = torch.cat([l[t] for l, (_, t) in zip(tgt_labels, idx)])
-        loss_ce = F.cross_entropy(logits.float().transpose(1, 2), target_classes, self.empty_weight)
+        logits_t = logits.float().transpose(1, 2)
+        if self.class_normalizer == "weights":
+            loss_ce = F.cross_entropy(logits_t, target_classes, self.empty_weight)
+        else:
+            loss_ce = F.cross_entropy(
+                logits_t, target_classes, self.empty_weight, reduction="sum"
+            ) / max(len(q), 1)
         src = boxes[b, q].float()
         tgt = torch.cat([tb[t] for tb, (_, t) in zip(tgt_boxes, idx)]).float()
         loss_bbox = F.l1_loss(src, tgt, reduction="none").sum() / num_boxes
