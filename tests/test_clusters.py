@@ -6,14 +6,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 from conftest import COCO64, CONFIGS, REPO, load_benchmark, write_subset_json
 
+from aligndet_d2.cli.cluster_proposals import main as cluster_main
 from aligndet_d2.data import clusters
 from aligndet_d2.data.clusters import (
     ClusterError,
     ClusterSettings,
     cluster_features,
     cluster_proposals,
+    proposal_features,
 )
 from aligndet_d2.data.proposals import ProposalsError
 
@@ -181,6 +184,187 @@ def test_cli_writes_and_reports(tiny, tmp_path):
     assert bad.returncode == 1 and f"{tiny}: 1000 clusters need at least as many proposals" in (
         bad.stderr
     )
+
+
+def _json_of(path, file_names):
+    """A json of the coco64 train images named (in that order) and their boxes as proposals."""
+    with open(COCO64 / "annotations" / "train.json") as f:
+        d = json.load(f)
+    by_name = {im["file_name"]: im for im in d["images"]}
+    d["images"] = [by_name[n] for n in file_names]
+    ids = {im["id"] for im in d["images"]}
+    d["annotations"] = [a for a in d["annotations"] if a["image_id"] in ids]
+    with open(path, "w") as f:
+        json.dump(d, f)
+    return str(path)
+
+
+def _by_annotation(json_file, features, rows):
+    """{annotation id: feature row}."""
+    annotations = json.loads(open(json_file).read())["annotations"]
+    return {annotations[r]["id"]: f for r, f in zip(rows, features)}
+
+
+def _save_checkpoint(net, path, stem=None):
+    """A Detectron2 checkpoint of ``net``'s image network under the detector's names; ``stem``: a
+    value its stem's conv weights are all set to (NaN: a broken checkpoint)."""
+    state = {f"backbone.bottom_up.{k}": v.clone() for k, v in net.state_dict().items()}
+    if stem is not None:
+        state["backbone.bottom_up.stem.0.weight"].fill_(stem)
+    torch.save({"model": state}, path)
+    return str(path)
+
+
+# 000000000071 and 000000000030 are landscape (both pad to 128 x 192 at SMALL's sizes), 072 is
+# portrait (192 x 128): a batch of the three would pad all to 192 x 192.
+IMAGES = ["000000000071.jpg", "000000000072.jpg", "000000000030.jpg"]
+
+
+def test_features_do_not_depend_on_the_batch(tmp_path, monkeypatch):
+    json_file = _json_of(tmp_path / "p.json", IMAGES)
+    root = str(COCO64 / "images")
+    alone = proposal_features(json_file, root, CONFIG, SMALL, batch_size=1)
+    forwards = []
+    call = clusters._Backbone.__call__
+
+    def spy(self, images, boxes, roi_size):
+        forwards.append(len(images))
+        return call(self, images, boxes, roi_size)
+
+    monkeypatch.setattr(clusters._Backbone, "__call__", spy)
+    batched = proposal_features(json_file, root, CONFIG, SMALL, batch_size=3)
+    a = _by_annotation(json_file, *alone[:2])
+    b = _by_annotation(json_file, *batched[:2])
+    for i in a:
+        np.testing.assert_allclose(b[i], a[i], rtol=1e-5, atol=1e-5, err_msg=f"annotation {i}")
+    assert batched[1] == alone[1]  # json order, whatever the batches
+    # The two landscape images still share a forward: batch_size keeps its use.
+    assert sorted(forwards) == [1, 2]
+
+
+def test_cache_refuses_an_edited_json_or_another_image_folder(tmp_path):
+    json_file = _json_of(tmp_path / "p.json", IMAGES[:1])
+    root = str(COCO64 / "images")
+    cache = tmp_path / "cache"
+    settings = replace(SMALL, max_proposals=2)
+    proposal_features(json_file, root, CONFIG, settings, cache_dir=str(cache))
+    # The same size, another box: the first digit of the first box's x.
+    text = open(json_file).read()
+    at = text.index('"bbox": [') + len('"bbox": [')
+    edited = text[:at] + ("1" if text[at] != "1" else "2") + text[at + 1 :]
+    assert len(edited) == len(text) and edited != text
+    with open(json_file, "w") as f:
+        f.write(edited)
+    with pytest.raises(ClusterError, match=r"holds features of another .*differing: json_sha256"):
+        proposal_features(json_file, root, CONFIG, settings, cache_dir=str(cache))
+    with open(json_file, "w") as f:
+        f.write(text)
+    # The same images in another folder (it could hold other files of the same names).
+    other = tmp_path / "images"
+    other.mkdir()
+    shutil.copy(COCO64 / "images" / IMAGES[0], other)
+    with pytest.raises(ClusterError, match=r"holds features of another .*differing: image_root"):
+        proposal_features(json_file, str(other), CONFIG, settings, cache_dir=str(cache))
+    # A cache of the tool before its inputs were recorded.
+    (cache / "run.json").write_text(json.dumps({"run_key": "0" * 64, "json_file": json_file}))
+    with pytest.raises(ClusterError, match=r"holds features of another .*older cache format"):
+        proposal_features(json_file, root, CONFIG, settings, cache_dir=str(cache))
+
+
+def test_non_finite_features_name_the_image_and_the_checkpoint(tmp_path, capsys):
+    json_file = _json_of(tmp_path / "p.json", IMAGES[:2])
+    net = clusters._Backbone(CONFIG, [], "cpu").net
+    ckpt = _save_checkpoint(net, tmp_path / "nan.pth", stem=float("nan"))
+    out, cache = tmp_path / "k.json", tmp_path / "cache"
+    argv = ["--json", json_file, "--image-root", str(COCO64 / "images"), "--config-file", CONFIG]
+    argv += ["--output", str(out), "--num-clusters", "2", "--max-proposals", "2"]
+    argv += ["--short-edge", "128", "--max-size", "192", "--cache-dir", str(cache)]
+    assert cluster_main([*argv, f"train.init_checkpoint={ckpt}"]) == 1
+    err = capsys.readouterr().err
+    assert "error: " in err and "non-finite (NaN or inf) features" in err, err[-2000:]
+    assert str(COCO64 / "images" / IMAGES[0]) in err and f"checkpoint {ckpt}" in err
+    assert "Traceback" not in err and not out.exists()
+    # The checkpoint mended in place: the failed run left no shard, its cache folder is reused.
+    _save_checkpoint(net, ckpt)
+    settings = replace(SMALL, max_proposals=2)
+    opts = [f"train.init_checkpoint={ckpt}"]
+    feats, _, _ = proposal_features(
+        json_file, str(COCO64 / "images"), CONFIG, settings, opts=opts, cache_dir=str(cache)
+    )
+    assert np.isfinite(feats).all()
+
+
+def test_boxes_are_scaled_to_the_resized_image_before_roi_align(tmp_path):
+    from torchvision.ops import roi_align
+
+    name = IMAGES[0]  # 426 x 640, 16 boxes
+    json_file = _json_of(tmp_path / "p.json", [name])
+    settings = replace(SMALL, max_proposals=8, short_edge=256, max_size=384)
+    feats, rows, info = proposal_features(json_file, str(COCO64 / "images"), CONFIG, settings)
+    assert info["feature"] == "res5" and info["stride"] == 32
+    d = json.loads(open(json_file).read())
+    h, w = d["images"][0]["height"], d["images"][0]["width"]
+    net = clusters._Backbone(CONFIG, [], "cpu")
+    image, _ = clusters._load_image(str(COCO64 / "images" / name), "RGB", 256, 384)
+    assert image.shape[1:] == (256, 384)
+    with torch.no_grad():  # 256 x 384: multiples of 32, no padding
+        fmap = net.net(((image.float() - net.mean) / net.std)[None])["res5"]
+    xywh = torch.tensor([d["annotations"][r]["bbox"] for r in rows])
+    xyxy = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+
+    def expected(boxes, spatial_scale=1 / 32):
+        r = roi_align(fmap, [boxes], 7, spatial_scale=spatial_scale, sampling_ratio=2, aligned=True)
+        return r.mean(dim=(2, 3)).numpy()
+
+    resize = torch.tensor([384 / w, 256 / h] * 2)
+    right = expected(xyxy * resize)
+    np.testing.assert_allclose(feats, right, rtol=1e-4, atol=1e-5)
+    # The image content makes each slip measurable, so the comparison above pins the scaling.
+    for wrong in (expected(xyxy), expected(xyxy * resize**2), expected(xyxy * resize, 1 / 16)):
+        assert np.abs(wrong - right).max() > 0.05 * np.abs(right).max()
+
+
+def test_the_cache_key_holds_what_the_features_depend_on(tmp_path):
+    json_file = _json_of(tmp_path / "p.json", IMAGES[:2])
+    root = str(COCO64 / "images")
+    base = clusters._Backbone(CONFIG, [], "cpu")
+
+    def key(json_file=json_file, root=root, backbone=base.key, **settings):
+        inputs = clusters._feature_inputs(json_file, root, backbone, replace(SMALL, **settings))
+        return clusters._run_key(inputs)
+
+    k = key()
+    # Another K, PCA size, seed or k-means restarts cluster the same features.
+    for field, value in [("num_clusters", 3), ("pca_dim", 4), ("seed", 7), ("kmeans_init", 1)]:
+        assert key(**{field: value}) == k, field
+    # The json's content counts, not its path.
+    copy = tmp_path / "copy.json"
+    shutil.copy(json_file, copy)
+    assert key(json_file=str(copy)) == k
+
+    detr = clusters._Backbone(str(CONFIGS / "pretrain_box_detr_cpu.py"), [], "cpu")
+    std = clusters._Backbone(CONFIG, ["model.detector.pixel_std=[64,64,64]"], "cpu")
+    # The same checkpoint path twice, other weights the second time (another training's).
+    ckpt = tmp_path / "model.pth"
+    _save_checkpoint(base.net, ckpt)
+    first = clusters._Backbone(CONFIG, [f"train.init_checkpoint={ckpt}"], "cpu")
+    _save_checkpoint(base.net, ckpt, stem=0.5)
+    second = clusters._Backbone(CONFIG, [f"train.init_checkpoint={ckpt}"], "cpu")
+    assert {n for n in first.key if first.key[n] != second.key[n]} == {"weights_sha256"}
+    changed = {
+        "max_proposals": key(max_proposals=5),
+        "short_edge": key(short_edge=160),
+        "max_size": key(max_size=224),
+        "roi_size": key(roi_size=5),
+        "json": key(json_file=_json_of(tmp_path / "other.json", IMAGES[1:])),
+        "image_root": key(root=str(tmp_path)),
+        "config": key(backbone=detr.key),
+        "opts": key(backbone=std.key),
+        "checkpoint": key(backbone=first.key),
+        "weights": key(backbone=second.key),
+    }
+    assert [n for n, v in changed.items() if v == k] == []
+    assert len(set(changed.values())) == len(changed)
 
 
 @pytest.mark.parametrize(

@@ -53,10 +53,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument(
         "--cache-dir",
         help="folder for finished feature shards (resume; another K, PCA size or seed reuses "
-        "them); default: <output>.features",
+        "them; after an edit of the json, or another image root, backbone, checkpoint or "
+        "feature setting, they are refused); default: <output>.features",
     )
     p.add_argument("--device", default="cpu", help="torch device of the backbone")
-    p.add_argument("--batch-size", type=int, default=4, help="images per forward")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="images per forward, at most: only images of the same padded size run together, so "
+        "that the features do not depend on the batch (default %(default)s)",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="key=value overrides of the config")
     args = p.parse_args(argv)
 

@@ -5,8 +5,17 @@ will use), averaged over the RoI -> one vector; PCA to 256-d and k-means with K 
 proposals (scikit-learn); the proposals json is written again with categories ``cluster_1 ..
 cluster_K`` (the reference's file format) and the settings and cluster sizes in ``info``.
 
+A proposal's feature does not depend on the images it shares a forward with: only images whose
+padded sizes are equal run together (padding to a larger image would change the convolutions near
+the borders). Non-finite features (a broken checkpoint) stop the run with the image and the
+checkpoint named, before any clustering.
+
 Features are computed in shards of images, each saved as it finishes, so that an interrupted run
 resumes; the same inputs and settings give the same clusters (eval-mode backbone, fixed seeds).
+The cache is keyed by what the features depend on: the json's content (sha256), the image folder,
+the backbone (config, overrides, checkpoint path and the sha256 of its weights, input
+normalisation) and the feature settings; another K, PCA size, seed or k-means restarts reuse it,
+anything else is refused.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ logger = logging.getLogger(__name__)
 
 
 class ClusterError(ValueError):
-    """Settings or inputs the clustering cannot use (too few proposals, a cache of another run)."""
+    """Settings or inputs the clustering cannot use (too few proposals, a cache of another run,
+    non-finite features)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,8 @@ class _Backbone:
             holder = torch.nn.Module()
             holder.backbone = backbone  # Detectron2 names: backbone[.bottom_up].res5...
             DetectionCheckpointer(holder).load(init)
+        # Hashed before the move to the device: no copies back from it.
+        weights = _weights_sha256(self.net)
         self.net.eval().to(device)
         for p in self.net.parameters():
             p.requires_grad_(False)
@@ -165,13 +177,41 @@ class _Backbone:
         self.input_format = det.get("input_format", "BGR")
         self.size_divisibility = max(getattr(self.net, "size_divisibility", 0), self.stride)
         self.device = device
-        self.key = f"{os.path.abspath(config_file)}|{list(opts)}|{init}"
+        # A checkpoint rewritten at the same path (or a config edited in place) changes the
+        # weights, so their hash keys the cache beside the names.
+        self.key = {
+            "config_file": os.path.abspath(config_file),
+            "opts": list(opts),
+            "init_checkpoint": init,
+            "weights_sha256": weights,
+            "pixel_mean": self.mean.flatten().tolist(),
+            "pixel_std": self.std.flatten().tolist(),
+            "input_format": self.input_format,
+            "feature": self.feature,
+        }
+        # For errors: the config, its other overrides and the checkpoint.
+        described = [o for o in opts if not o.startswith("train.init_checkpoint=")]
+        described.append(f"checkpoint {init}" if init else "no train.init_checkpoint")
+        self.source = f"{config_file} ({', '.join(described)})"
+
+    def padded_shape(self, image: torch.Tensor) -> Tuple[int, int]:
+        """(H, W) of ``image`` padded as a forward pads it alone."""
+        d = self.size_divisibility
+        return tuple(-(-s // d) * d for s in image.shape[-2:])
 
     @torch.no_grad()
     def __call__(self, images: List[torch.Tensor], boxes: List[torch.Tensor], roi_size: int):
+        """(N, C) mean RoI features of ``boxes`` (per image, resized-image pixels, XYXY).
+
+        Raises:
+            ValueError: the images pad to different sizes (their features would depend on the
+                batch).
+        """
         from detectron2.structures import ImageList
         from torchvision.ops import roi_align
 
+        if len({self.padded_shape(im) for im in images}) > 1:
+            raise ValueError("images of one forward must pad to the same size")
         x = [(im.to(self.device).float() - self.mean) / self.std for im in images]
         batch = ImageList.from_tensors(x, self.size_divisibility)
         feat = self.net(batch.tensor)[self.feature]
@@ -186,8 +226,44 @@ class _Backbone:
         return rois.mean(dim=(2, 3)).cpu().numpy()
 
 
+def _weights_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's state (names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _feature_inputs(
+    json_file: str, image_root: str, backbone_key: Dict[str, Any], settings: ClusterSettings
+) -> Dict[str, Any]:
+    """What the features depend on, the cache's key: the json's content (not its path: a json
+    edited in place is another input), the image folder, the backbone and the feature settings;
+    not K, the PCA size, the seed or the k-means restarts, so that those reuse a cache."""
+    return {
+        "json_sha256": _file_sha256(json_file),
+        "image_root": os.path.abspath(image_root),
+        **{f"backbone.{k}": v for k, v in backbone_key.items()},
+        **{k: getattr(settings, k) for k in _FEATURE_FIELDS},
+    }
+
+
+def _run_key(inputs: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
 def _load_image(path: str, input_format: str, short_edge: int, max_size: int):
-    """(C, H, W) float tensor resized as the settings say, and the scale applied."""
+    """(C, H, W) uint8 tensor resized as the settings say, and the resize transform applied."""
     from detectron2.data import detection_utils as utils
     from detectron2.data import transforms as T
 
@@ -195,10 +271,9 @@ def _load_image(path: str, input_format: str, short_edge: int, max_size: int):
         img = utils.read_image(path, format=input_format)
     except Exception as e:  # PIL's errors for a corrupt or truncated file
         raise ProposalsError(f"{path}: cannot read the image ({e})") from e
-    h, w = img.shape[:2]
     tf = T.ResizeShortestEdge(short_edge, max_size).get_transform(img)
     out = tf.apply_image(img)
-    return torch.as_tensor(np.ascontiguousarray(out.transpose(2, 0, 1))), out.shape[0] / h
+    return torch.as_tensor(np.ascontiguousarray(out.transpose(2, 0, 1))), tf
 
 
 def proposal_features(
@@ -225,7 +300,8 @@ def proposal_features(
             ``opts`` override it.
         cache_dir: where finished shards are saved; a rerun with the same inputs resumes there.
         device: torch device of the backbone.
-        batch_size: images per forward.
+        batch_size: images per forward, at most; only images whose padded sizes are equal run
+            together, so that the features do not depend on the batch.
         shard_size: images per saved shard.
         progress: called with (images done, images in all) before the first shard and after each.
         data: ``json_file`` already read (:func:`~aligndet_d2.data.datasets.read_proposals_json`).
@@ -236,27 +312,34 @@ def proposal_features(
 
     Raises:
         ProposalsError: the json or an image cannot be read (naming the file).
-        ClusterError: the cache holds another run.
+        ClusterError: the cache holds another run, or the backbone gives non-finite features
+            (naming the images and the config and checkpoint).
     """
     data = data if data is not None else read_proposals_json(json_file)
     kept = _kept_annotations(data, settings.max_proposals)
     net = _Backbone(config_file, opts, device)
-    h = hashlib.sha256()
-    # Only what the features depend on: another K, PCA size or seed reuses the cache.
-    described = {k: getattr(settings, k) for k in _FEATURE_FIELDS}
-    h.update(json.dumps(described, sort_keys=True).encode())
-    h.update(f"{os.path.abspath(json_file)}|{os.path.getsize(json_file)}|{net.key}".encode())
-    run_key = h.hexdigest()
+    inputs = _feature_inputs(json_file, image_root, net.key, settings)
+    run_key = _run_key(inputs)
     cache = Path(cache_dir) if cache_dir else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         head = cache / "run.json"
-        if head.exists() and json.loads(head.read_text()).get("run_key") != run_key:
+        old = json.loads(head.read_text()) if head.exists() else None
+        # A head without shards (a run stopped before its first, e.g. by a broken checkpoint)
+        # holds nothing to mix in.
+        if old is not None and old.get("run_key") != run_key and any(cache.glob("shard_*.npz")):
+            before = old.get("inputs") or {}
+            differing = [k for k in inputs if before and before.get(k) != inputs[k]]
+            why = f"differing: {', '.join(differing)}" if differing else "an older cache format"
             raise ClusterError(
-                f"{cache} holds features of another json, backbone or settings; delete it or "
-                "choose another cache folder"
+                f"{cache} holds features of another json, image folder, backbone or settings "
+                f"({why}); delete it or choose another cache folder"
             )
-        head.write_text(json.dumps({"run_key": run_key, "json_file": json_file}))
+        tmp = head.with_suffix(".tmp")
+        tmp.write_text(
+            json.dumps({"run_key": run_key, "json_file": json_file, "inputs": inputs}, indent=1)
+        )
+        os.replace(tmp, head)  # a killed run never leaves a half-written head
     n_img = len(data["images"])
     feats: List[np.ndarray] = []
     rows: List[int] = []
@@ -292,15 +375,21 @@ def proposal_features(
 
 
 def _shard_features(data, kept, images, image_root, net, settings, batch_size):
-    feats, rows = [], []
-    batch: List[Tuple[torch.Tensor, torch.Tensor, List[int]]] = []
+    """Features and annotation rows of ``images`` (json order, whatever the batches)."""
+    done: Dict[int, np.ndarray] = {}
+    # Per padded size, images waiting for a forward: (image index, path, tensor, boxes).
+    waiting: Dict[Tuple[int, int], List[Tuple[int, str, torch.Tensor, torch.Tensor]]] = {}
 
-    def flush():
-        if batch:
-            feats.append(net([b[0] for b in batch], [b[1] for b in batch], settings.roi_size))
-            for b in batch:
-                rows.extend(b[2])
-            batch.clear()
+    def forward(group):
+        f = net([g[2] for g in group], [g[3] for g in group], settings.roi_size)
+        parts = np.split(f, np.cumsum([len(g[3]) for g in group])[:-1])
+        bad = [g[1] for g, part in zip(group, parts) if not np.isfinite(part).all()]
+        if bad:
+            raise ClusterError(
+                f"{', '.join(bad)}: non-finite (NaN or inf) features from the backbone of "
+                f"{net.source}; check the checkpoint"
+            )
+        done.update((g[0], part) for g, part in zip(group, parts))
 
     for i in images:
         idx = kept[i]
@@ -308,15 +397,22 @@ def _shard_features(data, kept, images, image_root, net, settings, batch_size):
             continue
         im = data["images"][i]
         path = os.path.join(image_root, im["file_name"])
-        tensor, scale = _load_image(path, net.input_format, settings.short_edge, settings.max_size)
+        tensor, tf = _load_image(path, net.input_format, settings.short_edge, settings.max_size)
         xywh = np.asarray([data["annotations"][j]["bbox"] for j in idx], dtype=np.float32)
-        boxes = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1) * scale
-        batch.append((tensor, torch.from_numpy(boxes), idx))
-        if len(batch) == batch_size:
-            flush()
-    flush()
+        # Original-image pixels to the resized image's, each axis by its own factor as the
+        # pre-training mapper does (the rounded sizes make the two factors differ slightly).
+        boxes = tf.apply_box(np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1))
+        shape = net.padded_shape(tensor)
+        group = waiting.setdefault(shape, [])
+        group.append((i, path, tensor, torch.from_numpy(boxes.astype(np.float32))))
+        if len(group) == batch_size:
+            forward(waiting.pop(shape))
+    for group in waiting.values():
+        forward(group)
+    order = [i for i in images if i in done]
     c = net.channels
-    return (np.concatenate(feats) if feats else np.zeros((0, c), np.float32)), rows
+    feats = np.concatenate([done[i] for i in order]) if order else np.zeros((0, c), np.float32)
+    return feats, [j for i in order for j in kept[i]]
 
 
 def cluster_proposals(
