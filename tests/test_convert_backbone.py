@@ -6,7 +6,10 @@ encoders, heads, queues, optimizer state); the momentum encoders hold other weig
 online ones, so picking the wrong encoder fails the comparison.
 """
 
+import contextlib
+import io
 import pickle
+import re
 import subprocess
 import sys
 
@@ -17,14 +20,20 @@ from conftest import CONFIGS, REPO
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.modeling.backbone.resnet import BasicStem, ResNet
+from omegaconf import OmegaConf
 
 from aligndet_d2.checkpoint.convert import (
     LAYOUTS,
+    PIXEL_MEAN,
+    PIXEL_STD,
     BackboneConversionError,
     config_overrides,
     convert_resnet,
+    family_of,
     write_converted,
 )
+from aligndet_d2.cli.convert_backbone import main as convert_main
+from aligndet_d2.engine.train_loop import check_init_checkpoint, load_init_checkpoint
 
 
 def _torchvision_resnet(depth=50, seed=0):
@@ -233,3 +242,167 @@ def test_an_output_of_another_format_is_refused(nets, tmp_path):
     conv = convert_resnet(nets[0].state_dict())
     with pytest.raises(ValueError, match=r"r50.pt: the output must end in .pkl or .pth"):
         write_converted(conv, str(tmp_path / "r50.pt"))
+
+
+# A fine-tune and a pre-training config of each detector family (FCOS: no input_format; DETR: the
+# ResNet at model.backbone, no FPN).
+FAMILY_CONFIGS = {
+    "faster_rcnn": ("finetune_faster_rcnn.py", "pretrain_box_faster_rcnn.py"),
+    "retinanet": ("finetune_retinanet.py", "pretrain_box_retinanet.py"),
+    "fcos": ("finetune_fcos.py", "pretrain_box_fcos.py"),
+    "detr": ("finetune_detr.py", "pretrain_box_detr.py"),
+}
+# torchvision's ImageNet normalisation (0-1 RGB), which the converted weights were trained with.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _convert_cli(argv):
+    """(exit code, stdout) of tools/convert_backbone.py run in this process."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = convert_main(argv)
+    return code, out.getvalue()
+
+
+def _printed_overrides(stdout):
+    """{(family name, "fine-tune" / "pre-train"): [key=value, ...]} of the tool's printed lines."""
+    found, family = {}, None
+    for line in stdout.splitlines():
+        if not line.startswith(" ") and ": " in line:
+            family = line.split(": ")[0]
+        m = re.match(r"  (fine-tune|pre-train): train\.init_checkpoint=\S+ (.*)$", line)
+        if m:
+            found[(family, m.group(1))] = m.group(2).split()
+    return found
+
+
+def _apply_overrides(name, overrides):
+    """``name`` with ``overrides`` applied, after checking that each names a node the config
+    already has: apply_overrides adds a missing one silently, and the build then fails."""
+    cfg = LazyConfig.load(str(CONFIGS / name))
+    for o in overrides:
+        key = o.split("=")[0]
+        assert OmegaConf.select(cfg, key, default=KeyError) is not KeyError, f"{name}: no {key}"
+    return LazyConfig.apply_overrides(cfg, overrides)
+
+
+def _assert_torchvision_input(cfg, root, detector, depth):
+    """The config nodes the overrides set hold torchvision's input and the ResNet's depth."""
+    det = OmegaConf.select(cfg, root)
+    net = OmegaConf.select(det, family_of(detector).resnet)
+    assert net.stages.stride_in_1x1 is False and net.stages.depth == depth
+    assert list(det.pixel_mean) == pytest.approx([255 * m for m in IMAGENET_MEAN])
+    assert list(det.pixel_std) == pytest.approx([255 * s for s in IMAGENET_STD])
+    assert det.get("input_format", "RGB") == "RGB"
+    assert cfg.dataloader.train.mapper.image_format == "RGB"
+    if "test" in cfg.dataloader:
+        assert cfg.dataloader.test.mapper.image_format == "RGB"
+
+
+@pytest.fixture(scope="module")
+def torchvision_file(nets, tmp_path_factory):
+    path = tmp_path_factory.mktemp("tv") / "resnet50.pth"
+    torch.save(nets[0].state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def printed_pkl(torchvision_file, tmp_path_factory):
+    """The tool's output for a .pkl, which every detector takes: the printed text."""
+    out = tmp_path_factory.mktemp("pkl") / "r50.pkl"
+    code, stdout = _convert_cli(["--input", str(torchvision_file), "--output", str(out)])
+    assert code == 0
+    return stdout
+
+
+@pytest.mark.parametrize("detector", sorted(FAMILY_CONFIGS))
+def test_printed_overrides_apply_and_build_for_each_family(detector, printed_pkl):
+    printed = _printed_overrides(printed_pkl)
+    name = family_of(detector).name
+    for (finetune, pretrain), root, what in (
+        (FAMILY_CONFIGS[detector], "model", "fine-tune"),
+        (FAMILY_CONFIGS[detector][::-1], "model.detector", "pre-train"),
+    ):
+        cfg = _apply_overrides(finetune, printed[(name, what)])
+        _assert_torchvision_input(cfg, root, detector, 50)
+        with torch.device("meta"):  # the whole detector builds; shapes only, no init cost
+            instantiate(cfg.model)
+
+
+@pytest.mark.parametrize("detector", sorted(FAMILY_CONFIGS))
+def test_the_depth_override_reaches_each_familys_resnet(detector):
+    for name, root in zip(FAMILY_CONFIGS[detector], ("model", "model.detector")):
+        cfg = _apply_overrides(name, config_overrides(101, root, detector))
+        _assert_torchvision_input(cfg, root, detector, 101)
+        with torch.device("meta"):  # the ResNet alone: the detector's build is tested above
+            resnet = instantiate(OmegaConf.select(cfg, f"{root}.{family_of(detector).resnet}"))
+        assert len(resnet.res4) == 23  # ResNet-101's third stage
+
+
+def test_printed_pixel_statistics_are_torchvision_imagenet_rgb(printed_pkl):
+    # torchvision's own constants of its ImageNet weights, in RGB order.
+    preset = torchvision.models.ResNet50_Weights.IMAGENET1K_V1.transforms()
+    assert tuple(preset.mean) == IMAGENET_MEAN and tuple(preset.std) == IMAGENET_STD
+    mean, std = [255 * m for m in IMAGENET_MEAN], [255 * s for s in IMAGENET_STD]
+    assert PIXEL_MEAN == pytest.approx(mean) and PIXEL_STD == pytest.approx(std)
+    lines = _printed_overrides(printed_pkl)
+    assert len(lines) == 6  # fine-tune and pre-train of three families
+    for (family, what), overrides in lines.items():
+        values = {}
+        for o in overrides:
+            key, value = o.split("=", 1)
+            if key.endswith(("pixel_mean", "pixel_std")):
+                values[key.rsplit(".", 1)[1]] = [float(v) for v in value.strip("[]").split(",")]
+        assert values["pixel_mean"] == pytest.approx(mean, abs=1e-9), (family, what)
+        assert values["pixel_std"] == pytest.approx(std, abs=1e-9), (family, what)
+    assert "pixel_mean=[123.675,116.28,103.53]" in printed_pkl
+    assert "pixel_std=[58.395,57.12,57.375]" in printed_pkl
+
+
+def test_a_pth_for_detr_loads_whole_into_the_detr_resnet(nets, torchvision_file, tmp_path):
+    out = tmp_path / "r50_detr.pth"
+    code, stdout = _convert_cli(
+        ["--input", str(torchvision_file), "--output", str(out), "--detector", "detr"]
+    )
+    assert code == 0 and "keys under backbone." in stdout
+    state = torch.load(out, weights_only=False)["model"]
+    assert len(state) == 265 and all(k.startswith("backbone.") for k in state)
+    printed = _printed_overrides(stdout)
+    assert set(printed) == {("DETR", "fine-tune"), ("DETR", "pre-train")}
+    cfg = _apply_overrides("finetune_detr.py", printed[("DETR", "fine-tune")])
+    detr = torch.nn.Module()  # DETR's names for its ResNet, without building its transformer
+    detr.backbone = instantiate(cfg.model.backbone).eval()
+    assert set(state) == set(detr.state_dict())
+    load_init_checkpoint(detr, str(out))  # train_net's key check passes, then Detectron2 loads
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours, ref = detr.backbone(x)["res5"], _torchvision_stages(nets[0], x)["res5"]
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+    # Pre-training loads it into the pair's online branch: the same names there.
+    pre = _apply_overrides("pretrain_box_detr.py", printed[("DETR", "pre-train")])
+    with torch.device("meta"):
+        pair = instantiate(pre.model)
+    online = {k for k in pair.online.state_dict() if k.startswith("backbone.")}
+    assert online == set(state)
+    check_init_checkpoint(pair, str(out))
+
+
+def test_a_pth_gets_only_the_overrides_of_the_detectors_it_loads_into(torchvision_file, tmp_path):
+    out = tmp_path / "r50.pth"
+    code, stdout = _convert_cli(["--input", str(torchvision_file), "--output", str(out)])
+    assert code == 0 and "keys under backbone.bottom_up." in stdout
+    assert all(k.startswith("backbone.bottom_up.") for k in torch.load(out)["model"])
+    printed = _printed_overrides(stdout)
+    assert not any(family == "DETR" for family, _ in printed)  # it would load nothing there
+    assert "--detector detr (or --prefix backbone.), or write a .pkl" in stdout
+    assert "model.backbone.stages" not in stdout
+    # A prefix that the detector's ResNet does not have: an error, nothing written.
+    bad = tmp_path / "bad.pth"
+    argv = ["--input", str(torchvision_file), "--output", str(bad), "--detector", "detr"]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code, _ = _convert_cli(argv + ["--prefix", "backbone.bottom_up."])
+    assert (
+        code == 1 and f"error: {bad}: --prefix backbone.bottom_up. does not fit" in err.getvalue()
+    )
+    assert not bad.exists()

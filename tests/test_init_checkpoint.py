@@ -18,7 +18,13 @@ import torch
 from conftest import COCO64, CONFIGS, Args
 from detectron2.config import LazyConfig, instantiate
 
-from aligndet_d2.engine.train_loop import build_trainer, load_init_checkpoint
+from aligndet_d2.checkpoint.convert import LAYOUTS, Conversion, write_converted
+from aligndet_d2.checkpoint.export import export_state_dict, write_export
+from aligndet_d2.engine.train_loop import (
+    build_trainer,
+    check_init_checkpoint,
+    load_init_checkpoint,
+)
 from aligndet_d2.modeling import MomentumPair
 
 MSRA_R50 = "detectron2://ImageNetPretrained/MSRA/R-50.pkl"
@@ -208,3 +214,96 @@ def test_every_configs_init_checkpoint_loads_and_matches_its_input(name, msra_st
     load_init_checkpoint(model, init)
     weights = msra_standin if init == MSRA_R50 else r50  # the torchvision file holds all of r50
     _assert_backbone_equals(model.online if pretraining else model, weights, name)
+
+
+def _meta_model(name, overrides=()):
+    """The model of a config on the meta device: its state dict's names and shapes, built fast."""
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(str(CONFIGS / name)), list(overrides))
+    with torch.device("meta"):
+        return instantiate(cfg.model)
+
+
+def _shapes_only(state):
+    """Tensors of the shapes of ``state`` that take no room on disk (one stored value each)."""
+    return {k: torch.zeros(()).expand(tuple(v.shape)) for k, v in state.items()}
+
+
+def _converted_pth(path, state, prefix, depth=50):
+    """A .pth as tools/convert_backbone.py writes it, of the Detectron2 ResNet names ``state``."""
+    write_converted(Conversion(LAYOUTS[-1], "", depth, _shapes_only(state)), str(path), prefix)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "name,prefix,fix",
+    [
+        (
+            "finetune_detr.py",
+            "backbone.bottom_up.",
+            "'backbone.' in place of 'backbone.bottom_up.'",
+        ),
+        (
+            "pretrain_box_detr.py",
+            "backbone.bottom_up.",
+            "'backbone.' in place of 'backbone.bottom_up.'",
+        ),
+        ("finetune_faster_rcnn.py", "backbone.", "'backbone.bottom_up.' in place of 'backbone.'"),
+    ],
+)
+def test_a_pth_of_which_nothing_loads_is_refused_before_training(name, prefix, fix, r50, tmp_path):
+    path = _converted_pth(tmp_path / "r50.pth", r50, prefix)
+    model = _meta_model(name)
+    resnet = "backbone.bottom_up." if prefix == "backbone." else "backbone."
+    # The pair loads it into its online branch, and is checked there.
+    where = "the model's online branch" if name.startswith("pretrain_") else "the model"
+    message = (
+        rf"train.init_checkpoint={re.escape(path)}: none of its 265 tensors would load into "
+        rf"{where} (?s:.*)in the file: {re.escape(prefix)}stem.conv1.weight(?s:.*)in {where}: "
+        rf"{re.escape(resnet)}stem.conv1.weight(?s:.*){re.escape(fix)}(?s:.*)--prefix backbone\. "
+        r"\(--detector detr\) for DETR(?s:.*)write a \.pkl"
+    )
+    with pytest.raises(ValueError, match=message):
+        check_init_checkpoint(model, path)
+    # --resume without a checkpoint to resume from goes straight to the initial weights.
+    with pytest.raises(ValueError, match=message):
+        load_init_checkpoint(model, path)
+
+
+def test_plain_pths_that_fit_pass_the_key_check(r50, tmp_path):
+    detr, pair = _meta_model("finetune_detr.py"), _meta_model("pretrain_box_detr.py")
+    rcnn, retinanet = _meta_model("finetune_faster_rcnn.py"), _meta_model("finetune_retinanet.py")
+    for model, prefix in ((detr, "backbone."), (pair, "backbone."), (rcnn, "backbone.bottom_up.")):
+        assert check_init_checkpoint(model, _converted_pth(tmp_path / "c.pth", r50, prefix)) is None
+
+    def save(state, **extra):
+        torch.save({"model": _shapes_only(state), **extra}, tmp_path / "x.pth")
+        return str(tmp_path / "x.pth")
+
+    # A pre-training checkpoint given to the pair: loaded whole, into both branches.
+    check_init_checkpoint(pair, save(pair.state_dict()))
+    # Its export (tools/export.py) gets the export's own key report.
+    state, dropped = export_state_dict(_shapes_only(pair.state_dict()))
+    write_export(state, dropped, str(tmp_path / "export.pth"), source="pre.pth")
+    assert "transformer" in check_init_checkpoint(detr, str(tmp_path / "export.pth"))
+    # A Detectron2 training checkpoint, saved from DistributedDataParallel (fvcore strips module.).
+    check_init_checkpoint(rcnn, save({f"module.{k}": v for k, v in rcnn.state_dict().items()}))
+    # Another detector's checkpoint: only its backbone fits, a transfer of part of it.
+    check_init_checkpoint(retinanet, save(rcnn.state_dict()))
+    # Names that Detectron2 matches by suffix, as in a .pkl.
+    check_init_checkpoint(detr, save(r50, matching_heuristics=True))
+    # Not read: nothing to load, Detectron2's URLs (fetched by its path manager) and .pkl files.
+    for path in ("", MSRA_R50, TV_R50, str(tmp_path / "absent.pkl")):
+        assert check_init_checkpoint(detr, path) is None
+
+
+def test_a_converted_backbone_of_another_depth_is_refused(r50, tmp_path):
+    path = _converted_pth(tmp_path / "r50.pth", r50, "backbone.")
+    r101 = _meta_model("finetune_detr.py", ["model.backbone.stages.depth=101"])
+    with pytest.raises(
+        ValueError,
+        match=r"ResNet-50\) that does not fill the ResNet under 'backbone.': 255 of the model's ",
+    ):
+        check_init_checkpoint(r101, path)
+    path = _converted_pth(tmp_path / "r101.pth", r101.backbone.state_dict(), "backbone.", 101)
+    with pytest.raises(ValueError, match=r"ResNet-101\) that does not fill .*: 255 of its keys"):
+        check_init_checkpoint(_meta_model("finetune_detr.py"), path)

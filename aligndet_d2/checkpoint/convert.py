@@ -10,7 +10,10 @@ and missed.
 
 All these checkpoints are torchvision ResNets: RGB input normalised with ImageNet's mean and std,
 the stride in the 3x3 conv of a bottleneck (Detectron2: ``stride_in_1x1=False``), which
-:func:`config_overrides` spells for a config.
+:func:`config_overrides` spells for a config. Where the ResNet sits depends on the detector
+(:data:`FAMILIES`): the FPN detectors (R-CNN, RetinaNet, FCOS) have it at ``backbone.bottom_up``,
+DETR at ``backbone``; a ``.pth`` output carries that prefix, a ``.pkl`` is matched by suffix into
+either.
 """
 
 from __future__ import annotations
@@ -24,12 +27,19 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 __all__ = [
+    "CONVERTED_AUTHOR",
+    "DETECTORS",
+    "FAMILIES",
     "LAYOUTS",
+    "PIXEL_MEAN",
+    "PIXEL_STD",
     "BackboneConversionError",
     "Conversion",
+    "Family",
     "Layout",
     "config_overrides",
     "convert_resnet",
+    "family_of",
     "ignored_groups",
     "load_backbone_checkpoint",
     "write_converted",
@@ -38,6 +48,9 @@ __all__ = [
 # torchvision's ImageNet normalisation on 0-255 RGB pixels, as Detectron2's pixel_mean / pixel_std.
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
+# Start of the ``__author__`` of the files :func:`write_converted` writes: train_net.py's check of
+# train.init_checkpoint knows them as one whole ResNet, which must load whole.
+CONVERTED_AUTHOR = "aligndet-d2 convert_backbone"
 # Blocks per stage -> depth, for the bottleneck ResNets that Detectron2's configs build (the
 # basic-block ResNet-18 / 34 take other stage arguments and are refused).
 _DEPTHS = {(3, 4, 6, 3): 50, (3, 4, 23, 3): 101, (3, 8, 36, 3): 152}
@@ -128,6 +141,52 @@ LAYOUTS: Tuple[Layout, ...] = (
         "torch.hub SwAV / Barlow Twins ResNet-50)",
     ),
 )
+
+
+@dataclass(frozen=True)
+class Family:
+    """Detectors whose configs keep the ResNet at the same place and take the same overrides.
+
+    Attributes:
+        name: the name printed by ``tools/convert_backbone.py``.
+        detectors: the ``--detector`` names (``configs/finetune_<name>.py``,
+            ``configs/pretrain_box_<name>.py``).
+        resnet: the ResNet's config node under the detector's (``model``, ``model.detector``),
+            which is also its module path in the detector.
+        input_format: whether the detector takes ``input_format`` (Detectron2's FCOS does not:
+            its loader's ``image_format`` is its input).
+    """
+
+    name: str
+    detectors: Tuple[str, ...]
+    resnet: str
+    input_format: bool = True
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of the ResNet in the detector's state dict (a ``.pth`` output's)."""
+        return self.resnet + "."
+
+
+FAMILIES: Tuple[Family, ...] = (
+    Family(
+        "R-CNN / RetinaNet (FPN)",
+        ("faster_rcnn", "mask_rcnn", "cascade_rcnn", "retinanet"),
+        "backbone.bottom_up",
+    ),
+    Family("FCOS (FPN)", ("fcos",), "backbone.bottom_up", input_format=False),
+    # No FPN: the ResNet is the backbone itself, as in Detectron2's DETR project.
+    Family("DETR", ("detr",), "backbone"),
+)
+DETECTORS: Tuple[str, ...] = tuple(d for fam in FAMILIES for d in fam.detectors)
+
+
+def family_of(detector: str) -> Family:
+    """The :data:`FAMILIES` entry of a detector name of :data:`DETECTORS`."""
+    for fam in FAMILIES:
+        if detector in fam.detectors:
+            return fam
+    raise ValueError(f"unknown detector {detector!r}; known: {list(DETECTORS)}")
 
 
 @dataclass
@@ -303,20 +362,33 @@ def ignored_groups(conv: Conversion) -> List[Tuple[str, int]]:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
-def config_overrides(depth: int, root: str = "model") -> List[str]:
-    """The ``key=value`` overrides a Detectron2 R-CNN / RetinaNet / FCOS LazyConfig needs to use a
-    converted torchvision-style ResNet of ``depth``; ``root`` is the detector's config node
-    (``model``, or ``model.detector`` in a pre-training config). The loaders must read RGB too:
-    the test loader of a fine-tune config, the (two-view) train loader of both."""
+def config_overrides(depth: int, root: str = "model", detector: str = "faster_rcnn") -> List[str]:
+    """The ``key=value`` overrides a detector's LazyConfig needs to use a converted
+    torchvision-style ResNet: RGB input (the detector and its loaders), ImageNet mean and std,
+    the stride in the 3x3 conv, and the depth when it is not 50.
+
+    Each override names a node the configs of ``detector`` already have, so that it applies and
+    the config builds (the configs of :data:`DETECTORS`; their own values, already right for DETR,
+    are restated).
+
+    Args:
+        depth: the ResNet's depth (:attr:`Conversion.depth`).
+        root: the detector's config node: ``model`` in a fine-tune config, ``model.detector`` in a
+            pre-training one (which has no test loader).
+        detector: a :data:`DETECTORS` name: where its ResNet is and whether it takes
+            ``input_format`` (:data:`FAMILIES`).
+
+    Returns:
+        The overrides, in the form of ``train_net.py``'s command line.
+    """
+    fam = family_of(detector)
     mean, std = (f"[{','.join(f'{v:g}' for v in x)}]" for x in (PIXEL_MEAN, PIXEL_STD))
-    out = [
-        f"{root}.input_format=RGB",
-        f"{root}.pixel_mean={mean}",
-        f"{root}.pixel_std={std}",
-        f"{root}.backbone.bottom_up.stages.stride_in_1x1=False",
-    ]
+    stages = f"{root}.{fam.resnet}.stages"
+    out = [f"{root}.input_format=RGB"] if fam.input_format else []
+    out += [f"{root}.pixel_mean={mean}", f"{root}.pixel_std={std}"]
+    out.append(f"{stages}.stride_in_1x1=False")
     if depth != 50:
-        out.append(f"{root}.backbone.bottom_up.stages.depth={depth}")
+        out.append(f"{stages}.depth={depth}")
     out.append("dataloader.train.mapper.image_format=RGB")
     if root == "model":
         out.append("dataloader.test.mapper.image_format=RGB")
@@ -345,11 +417,20 @@ def load_backbone_checkpoint(path: str) -> Mapping[str, Any]:
 def write_converted(conv: Conversion, path: str, prefix: str = "backbone.bottom_up.") -> None:
     """Writes a conversion for Detectron2's checkpointer.
 
-    ``.pkl``: Detectron2's model-zoo format (arrays, ``matching_heuristics``), whose ResNet keys
-    Detectron2 matches by suffix into any model, the pre-training pair included. ``.pth``: a plain
-    checkpoint whose keys carry ``prefix`` (an FPN model's ``backbone.bottom_up.``).
+    Args:
+        conv: the conversion.
+        path: ``.pkl``: Detectron2's model-zoo format (arrays, ``matching_heuristics``), whose
+            ResNet keys Detectron2 matches by suffix into any model, the pre-training pair
+            included. ``.pth``: a plain checkpoint whose keys carry ``prefix``, which Detectron2
+            loads by exact name.
+        prefix: the ResNet's key prefix in the detector that loads a ``.pth``
+            (:attr:`Family.prefix`): ``backbone.bottom_up.`` for the FPN detectors,
+            ``backbone.`` for DETR.
+
+    Raises:
+        ValueError: ``path`` ends in neither ``.pkl`` nor ``.pth``.
     """
-    author = f"aligndet-d2 convert_backbone ({conv.layout.name}, ResNet-{conv.depth})"
+    author = f"{CONVERTED_AUTHOR} ({conv.layout.name}, ResNet-{conv.depth})"
     if path.endswith(".pkl"):
         model = {k: v.numpy() for k, v in conv.state.items()}
         with open(path, "wb") as f:
