@@ -1,7 +1,9 @@
 """AP by training-image frequency of the class, on hand-made COCO jsons with known per-class AP."""
 
 import json
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from detectron2.data import DatasetCatalog
@@ -21,9 +23,9 @@ def _write(path, data):
     return str(path)
 
 
-def _train_json(tmp_path, cats=CATS, shift=0):
+def _train_json(tmp_path, cats=CATS, shift=0, counts=TRAIN_COUNTS):
     images, anns = [], []
-    for cid, n in TRAIN_COUNTS.items():
+    for cid, n in counts.items():
         for _ in range(n):
             iid = len(images) + 1
             images.append({"id": iid, "file_name": f"{iid}.jpg", "width": 64, "height": 64})
@@ -61,10 +63,13 @@ def _test_set(tmp_path, name):
     return name
 
 
-def _predict(evaluator):
-    # Contiguous ids follow the sorted category ids: owl 0, yak 1, cat 2. The owl is found exactly,
-    # the yak not at all, one cat of two exactly: AP owl 100, yak 0, cat 51 / 101 recall points.
-    preds = {1: [([4, 4, 24, 24], 0, 0.9)], 2: [([2, 2, 22, 22], 2, 0.8)]}
+# Contiguous ids follow the sorted category ids: owl 0, yak 1, cat 2. The owl is found exactly, the
+# yak not at all, one cat of two exactly: AP owl 100, yak 0, cat 51 / 101 recall points.
+EXACT = {1: [([4, 4, 24, 24], 0, 0.9)], 2: [([2, 2, 22, 22], 2, 0.8)]}
+
+
+def _predict(evaluator, preds=EXACT):
+    """Runs ``evaluator`` on ``{image_id: [(XYXY box, contiguous class, score)]}``."""
     evaluator.reset()
     for image_id, dets in preds.items():
         inst = Instances((64, 64))
@@ -138,3 +143,84 @@ def test_train_json_with_other_categories_is_a_clear_error(tmp_path):
         images_per_category(twins)
     with pytest.raises(ValueError, match="not a COCO detection json"):
         images_per_category(_write(tmp_path / "x.json", {"images": []}))
+
+
+# Classes in exactly 0, 10, 11, 100 and 101 training images: either side of each bin edge.
+EDGE_COUNTS = {3: 0, 7: 10, 8: 11, 20: 100, 21: 101}
+
+
+def _edge_evaluator(tmp_path, name):
+    cats = [{"id": cid, "name": f"c{n}"} for cid, n in EDGE_COUNTS.items()]
+    test = {
+        "images": [{"id": 1, "file_name": "1.jpg", "width": 64, "height": 64}],
+        "annotations": [],
+        "categories": cats,
+    }
+    name = register_coco(name, _write(tmp_path / f"{name}.json", test), str(tmp_path))
+    train = _train_json(tmp_path, cats=cats, counts=EDGE_COUNTS)
+    return FrequencyCOCOEvaluator(name, train_json=train, distributed=False)
+
+
+def test_bin_edges_are_inclusive_upper_bounds(tmp_path):
+    """LVIS's bins: 0-10 training images rare, 11-100 common, more than 100 frequent."""
+    ev = _edge_evaluator(tmp_path, "freq_edges")
+    assert ev.counts == {"c0": 0, "c10": 10, "c11": 11, "c100": 100, "c101": 101}
+    assert ev.bins == {"rare": ["c0", "c10"], "common": ["c11", "c100"], "frequent": ["c101"]}
+
+
+def _fake_coco_eval(cat_ids, no_gt=()):
+    """A stand-in for a run COCOeval whose ``precision[T, R, K, A, M]`` differs at every index.
+
+    At area "all" (A = 0) and the most detections (M = -1), class k's precision at IoU index t is
+    ``0.1 (k + 1) + 0.02 t`` at the first 51 of 101 recall points and 0 at the others (recall not
+    reached); every other area range or max-dets slice holds other numbers. Classes in ``no_gt``
+    have no ground truth: -1 everywhere, as COCOeval writes.
+    """
+    shape = (10, 101, len(cat_ids), 4, 3)
+    a, m = np.meshgrid(np.arange(4), np.arange(3), indexing="ij")
+    precision = np.broadcast_to(0.55 + 0.1 * a + 0.03 * m, shape).copy()
+    t = np.arange(10)[:, None]
+    for k, cid in enumerate(cat_ids):
+        curve = np.zeros((10, 101))
+        curve[:, :51] = 0.1 * (k + 1) + 0.02 * t
+        precision[:, :, k, 0, -1] = -1.0 if cid in no_gt else curve
+    return SimpleNamespace(
+        eval={"precision": precision},
+        params=SimpleNamespace(catIds=list(cat_ids)),
+        stats=[0.5] * 12,
+    )
+
+
+def test_ap50_reads_iou_0_5_at_all_areas_and_most_detections(tmp_path):
+    ev = _edge_evaluator(tmp_path, "freq_fake_eval")
+    # c0 (no training image) has no ground truth in the test set either: it counts in its bin's
+    # classes, not in its AP.
+    ev._derive_coco_results(_fake_coco_eval(sorted(EDGE_COUNTS), no_gt={3}), "bbox")
+    res = ev._by_frequency
+    # Class k: AP = mean over 10 IoUs and 101 recall points = (0.1 (k + 1) + 0.02 * 4.5) * 51 / 101;
+    # AP50 = the IoU-0.5 row only = 0.1 (k + 1) * 51 / 101 (x100).
+    r = 100 * 51 / 101
+    expected = {
+        "AP_rare": (0.2 + 0.09) * r,  # c10 (k = 1) alone
+        "AP50_rare": 0.2 * r,
+        "AP_common": (0.35 + 0.09) * r,  # c11 and c100 (k = 2, 3): mean of 0.3 and 0.4
+        "AP50_common": 0.35 * r,
+        "AP_frequent": (0.5 + 0.09) * r,  # c101 (k = 4)
+        "AP50_frequent": 0.5 * r,
+        "classes_rare": 2.0,
+        "classes_common": 2.0,
+        "classes_frequent": 1.0,
+    }
+    assert res == pytest.approx(expected, rel=1e-9)
+
+
+def test_ap50_and_ap_differ_for_a_loose_box(tmp_path):
+    """A real COCOeval: the owl's box overlaps its ground truth with IoU 0.54, matched at IoU 0.5
+    only: AP50 100, AP 10 (1 of COCO's 10 thresholds)."""
+    name = _test_set(tmp_path, "freq_test_loose")
+    ev = FrequencyCOCOEvaluator(name, train_json=_train_json(tmp_path), distributed=False)
+    # Ground truth XYXY (4, 4, 24, 24); shifted by 6: IoU = 14 * 20 / (800 - 280) = 0.538.
+    res = _predict(ev, {1: [([10, 4, 30, 24], 0, 0.9)], 2: EXACT[2]})[FREQUENCY_KEY]
+    assert res["AP50_rare"] == pytest.approx(100.0)
+    assert res["AP_rare"] == pytest.approx(10.0)
+    assert res["AP_frequent"] == res["AP50_frequent"] == pytest.approx(100 * 51 / 101)

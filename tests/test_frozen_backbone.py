@@ -4,8 +4,10 @@ neck and heads."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import CONFIGS
 from detectron2.config import LazyConfig, instantiate
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
 from detectron2.modeling.backbone.resnet import BasicStem, ResNet
 
 from aligndet_d2.checkpoint.export import (
@@ -20,7 +22,7 @@ from aligndet_d2.modeling import (
     adapter_parameters,
     check_adapter_switches,
 )
-from aligndet_d2.modeling.backbones.adapters import is_adapter_key
+from aligndet_d2.modeling.backbones.adapters import AdaptedConv2d, is_adapter_key
 
 # Lite0's blocks (input, output channels), from its architecture table: a parallel adapter is an
 # input x output 1x1 conv beside each block, a series one output x output.
@@ -80,6 +82,121 @@ def test_adapters_start_as_the_frozen_backbone(mode):
             assert torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-4), k
 
 
+def _frozen_bn(channels, gen):
+    """A FrozenBatchNorm2d far from the identity, so that adding before or after it differs."""
+    norm = FrozenBatchNorm2d(channels)
+    norm.weight.copy_(torch.rand(channels, generator=gen) + 0.5)
+    norm.bias.copy_(torch.randn(channels, generator=gen))
+    norm.running_mean.copy_(torch.randn(channels, generator=gen))
+    norm.running_var.copy_(torch.rand(channels, generator=gen) + 0.5)
+    return norm
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("mode", ["parallel", "series"])
+def test_adapter_is_added_before_the_frozen_norm_and_activation(mode, stride):
+    gen = torch.Generator().manual_seed(0)
+    norm = _frozen_bn(6, gen)
+    conv = Conv2d(4, 6, 3, stride=stride, padding=1, bias=False, norm=norm, activation=F.relu)
+    conv.weight.requires_grad_(False)  # as FrozenResNet's stages are before it wraps them
+    adapted = AdaptedConv2d.wrap(conv, mode)
+    assert adapted.weight is conv.weight and adapted.norm is norm
+    a = torch.randn(adapted.adapter.weight.shape, generator=gen)
+    with torch.no_grad():
+        adapted.adapter.weight.copy_(a)
+    x = torch.randn(2, 4, 9, 11, generator=gen)
+
+    y = F.conv2d(x, conv.weight, stride=stride, padding=1)
+    if mode == "parallel":  # reads the input, with the conv's stride
+        assert a.shape == (6, 4, 1, 1)
+        z = y + F.conv2d(x, a, stride=stride)
+    else:  # reads the conv's output
+        assert a.shape == (6, 6, 1, 1)
+        z = y + F.conv2d(y, a)
+    # The frozen norm's affine form: (z - mean) / sqrt(var + eps) * weight + bias.
+    c = (slice(None), None, None)
+    bn = (z - norm.running_mean[c]) / torch.sqrt(norm.running_var[c] + norm.eps) * norm.weight[c]
+    expected = F.relu(bn + norm.bias[c])
+    out = adapted(x)
+    assert out.shape == (2, 6, (9 - 1) // stride + 1, (11 - 1) // stride + 1)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    # Only the adapter trains, and it takes the gradient.
+    assert [n for n, p in adapted.named_parameters() if p.requires_grad] == ["adapter.weight"]
+    out.sum().backward()
+    assert adapted.adapter.weight.grad.abs().sum() > 0 and conv.weight.grad is None
+
+
+def test_new_adapters_start_at_zero_and_train():
+    conv = Conv2d(4, 6, 3, padding=1, bias=False, norm=FrozenBatchNorm2d(6))
+    for mode in ("parallel", "series"):
+        adapter = AdaptedConv2d.wrap(conv, mode).adapter
+        assert adapter.bias is None and adapter.kernel_size == (1, 1)
+        assert torch.count_nonzero(adapter.weight) == 0 and adapter.weight.requires_grad
+
+
+@pytest.mark.parametrize("mode", ["parallel", "series"])
+def test_lite_adapter_goes_from_each_block_input_to_its_output(mode):
+    """EfficientNet-Lite's adapters sit beside whole MBConv blocks: the next block (and the tap)
+    sees ``block(x) + A(x)`` (parallel) or ``block(x) + A(block(x))`` (series)."""
+    backbone = _lite(mode)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for a in backbone.adapters:
+            a.weight.copy_(0.1 * torch.randn(a.weight.shape, generator=gen))
+    seen = []  # (block input, block output) of every block, in order
+    hooks = [
+        b.register_forward_hook(lambda m, inp, out: seen.append((inp[0], out)))
+        for b in backbone.blocks
+    ]
+    try:
+        with torch.no_grad():
+            feats = backbone(torch.randn(1, 3, 64, 64, generator=gen))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(seen) == len(backbone.adapters) == 16
+    adapted = []
+    for (x, y), a in zip(seen, backbone.adapters):
+        adapted.append(y + F.conv2d(x if mode == "parallel" else y, a.weight, stride=a.stride))
+    for i in range(len(seen) - 1):  # the next block reads the adapted output
+        torch.testing.assert_close(seen[i + 1][0], adapted[i], rtol=1e-5, atol=1e-6)
+    # The taps are the adapted outputs of the last block of each stride (blocks 2, 4, 10, 15).
+    for name, i in (("res2", 2), ("res3", 4), ("res4", 10), ("res5", 15)):
+        torch.testing.assert_close(feats[name], adapted[i], rtol=1e-5, atol=1e-6)
+        # The adapter counts (a random-init Lite's features are ~1e-4: compare relatively).
+        gap = (feats[name] - seen[i][1]).abs().max() / feats[name].abs().max()
+        assert gap > 0.01, name
+
+
+def test_an_export_without_adapters_loads_into_an_adapted_detector(tmp_path):
+    """The real loading path (``train.init_checkpoint`` through Detectron2's checkpointer): every
+    exported weight arrives and the adapters stay at zero, so step 0 is the exported detector."""
+    from aligndet_d2.engine.train_loop import load_init_checkpoint
+
+    cfg = LazyConfig.load(str(CONFIGS / "finetune_faster_rcnn_frozen_cpu.py"))
+    cfg.model.backbone.bottom_up.pretrained = False
+    torch.manual_seed(0)
+    export = instantiate(cfg.model).state_dict()
+    gen = torch.Generator().manual_seed(2)
+    # Weights no fresh model has, so that a key left unloaded shows.
+    export = {
+        k: v + torch.rand(v.shape, generator=gen) if v.is_floating_point() else v
+        for k, v in export.items()
+    }
+    path = tmp_path / "export.pth"
+    torch.save({"model": export}, path)
+    cfg.model.backbone.bottom_up.adapters = "parallel"
+    torch.manual_seed(1)
+    model = instantiate(cfg.model)
+    load_init_checkpoint(model, str(path))
+    state = model.state_dict()
+    adapters = [k for k in state if is_adapter_key(k)]
+    assert adapters and set(state) - set(adapters) == set(export)
+    for k, v in export.items():
+        assert torch.equal(state[k], v), k
+    assert all(torch.count_nonzero(state[k]) == 0 for k in adapters)
+
+
 def test_adapter_parameter_counts():
     assert adapter_parameters(_resnet("parallel")) == sum(n * w * w for n, w in R50_3X3)
     assert adapter_parameters(_resnet("series")) == sum(n * w * w for n, w in R50_3X3)
@@ -93,7 +210,9 @@ def test_only_adapters_train_and_they_change_the_features(mode):
     x = torch.randn(2, 3, 64, 96)
     for _, adapted in _backbones(mode):
         trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
-        assert trainable and all(is_adapter_key(n) for n in trainable)
+        adapters = {n for n, _ in adapted.named_parameters() if is_adapter_key(n)}
+        # Every adapter trains, and nothing else (the frozen convs keep their ImageNet values).
+        assert trainable and trainable == adapters
         with torch.no_grad():
             before = adapted(x)
         opt = torch.optim.SGD([p for p in adapted.parameters() if p.requires_grad], lr=0.1)

@@ -18,8 +18,13 @@ Where they go, per backbone (``model.backbone.bottom_up.adapters``):
   input to output. A 1x1 conv beside the depthwise conv would act on the 6x-expanded channels and
   outweigh the backbone; beside the block it reads the narrow tensor (0.25 M parameters for Lite0).
 
+In formulas, with ``A`` the adapter: a ResNet conv computes ``act(norm(conv(x) + A(x)))``
+(parallel, ``A`` with the conv's stride) or ``act(norm(y + A(y)))`` with ``y = conv(x)`` (series),
+both before the frozen norm; an EfficientNet-Lite block ``block(x) + A(x)`` or ``y + A(y)`` with
+``y = block(x)``, after the block's own norms and skip.
+
 Our choice: no BatchNorm inside the adapter (Rebuffi et al. have one): with 2 images per batch its
-statistics would be noise, and the frozen layer's own norm follows the parallel adapter anyway.
+statistics would be noise, and in a ResNet the frozen layer's own norm follows the adapter anyway.
 Adapters are off in AlignDet pre-training (the neck and heads are aligned to the plain frozen
 backbone) and on in fine-tuning, where they start from zero; an export has no adapter keys.
 """
