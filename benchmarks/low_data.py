@@ -331,7 +331,9 @@ class Harness:
                 num_workers=self.args.workers,
                 progress=False,
             )
-            self._record(f"proposals/{tag}_{mode}", {"seconds": time.time() - t})
+            key = f"proposals/{tag}_{mode}"
+            if key not in self.manifest:  # made again on a fresh work directory: keep the first
+                self._record(key, {"seconds": time.time() - t})
         return str(out)
 
     def clusters(self, props: str, det: str) -> str:
@@ -351,7 +353,9 @@ class Harness:
                 ClusterSettings(num_clusters=k, **DETR_CLUSTER_SETTINGS),
                 cache_dir=props + ".features",  # any K: benchmarks/clusters.py reads it too
             )
-            self._record(f"proposals/{out.stem}", {"seconds": time.time() - t, **info["seconds"]})
+            key = f"proposals/{out.stem}"
+            if key not in self.manifest:
+                self._record(key, {"seconds": time.time() - t, **info["seconds"]})
         return str(out)
 
     # ----------------------------------------------------------------------------- runs

@@ -8,10 +8,14 @@
   its ``train.init_checkpoint`` (ImageNet backbone weights) is loaded into the online branch, which
   the hook copies into the momentum branch before the first step (loading it into the pair would
   match every ``.pkl`` key to both branches, an error in Detectron2's name matching);
-- checks before training: a proposals dataset cannot be fine-tuned on; a labelled dataset used for
+- checks before training: a proposals dataset cannot be fine-tuned on; DETR pre-training needs a
+  json clustered into its classes with no more proposals per image than queries
+  (:func:`~aligndet_d2.data.datasets.check_cluster_labels`); a labelled dataset used for
   pre-training gives a warning (its boxes are the proposals); an aligndet export that does not fit
-  the model is an error listing the mismatched modules (Detectron2's loader only warns); an
-  ``adapters`` switch on a backbone without adapters, or in pre-training, is an error;
+  the model is an error listing the mismatched modules (Detectron2's loader only warns), and so is
+  any other local ``.pth`` of which no tensor would load (a converted backbone under the wrong
+  prefix, :func:`check_init_checkpoint`); an ``adapters`` switch on a backbone without adapters,
+  or in pre-training, is an error;
 - every evaluation is written to ``<output_dir>/eval_results.json`` (the last one stays); a run
   resumed from a checkpoint whose evaluation was interrupted runs that evaluation first
   (:class:`~aligndet_d2.engine.hooks.ResumingEvalHook`).
@@ -48,7 +52,7 @@ from ..checkpoint.export import (
     key_report,
     load_checkpoint_file,
 )
-from ..data.datasets import is_proposals_dataset
+from ..data.datasets import check_cluster_labels, is_proposals_dataset
 from ..data.proposals import ProposalsError
 from ..modeling.backbones.adapters import check_adapter_switches
 from ..modeling.momentum import MomentumPair
@@ -101,9 +105,25 @@ def _ddp(model, cfg, device: str):
     return create_ddp_model(model, **kwargs)
 
 
+def _is_detr_pretraining(cfg) -> bool:
+    from ..modeling.detr import AlignDetDETR
+
+    target = cfg.model.detector.get("_target_")
+    return target is AlignDetDETR or (isinstance(target, str) and target.endswith("AlignDetDETR"))
+
+
 def check_datasets(cfg) -> None:
-    """Refuses fine-tuning on a proposals dataset; pre-training data is checked by its loader."""
+    """Refuses fine-tuning on a proposals dataset, and DETR pre-training on proposals without
+    the clusters its classes need; other pre-training data is checked by its loader."""
     if _is_pretraining(cfg):
+        if _is_detr_pretraining(cfg):
+            det, train = cfg.model.detector, cfg.dataloader.train
+            check_cluster_labels(
+                train.dataset.json_file,
+                num_classes=det.num_classes,
+                num_queries=det.num_queries,
+                max_proposals=train.mapper.get("max_proposals"),
+            )
         return
     dataset = cfg.dataloader.train.get("dataset")
     names = dataset.get("names") if dataset is not None else None
@@ -119,24 +139,68 @@ def check_datasets(cfg) -> None:
 
 
 def check_init_checkpoint(model: torch.nn.Module, path: str) -> Optional[str]:
-    """Checks an aligndet export against the model before loading it; returns the key table.
+    """Checks ``train.init_checkpoint`` against the model before it is loaded.
+
+    Only a local ``.pth`` is read: Detectron2 matches a ``.pkl`` into the model by name suffix
+    (``matching_heuristics``), a URL (``detectron2://...``) is fetched by its path manager, and an
+    empty path loads nothing. Of a ``.pth``:
+
+    - an aligndet export (it carries :data:`~aligndet_d2.checkpoint.export.EXPORT_MARKER`) gets its
+      per-module key report, whose mismatches are an error;
+    - a pre-training checkpoint given to a plain detector is an error (export it first);
+    - any other ``.pth`` without ``matching_heuristics`` is an error when not one of its tensors
+      would load (a key of the model with the same shape), where Detectron2's loader only warns
+      and leaves the model at its random init. One tensor is enough: taking part of another
+      model's checkpoint (its backbone) is a legitimate transfer, while a wrong prefix (a
+      converted backbone's ``backbone.bottom_up.`` in DETR, whose ResNet is ``backbone``) misses
+      every key. A backbone written by ``tools/convert_backbone.py`` must moreover load whole and
+      fill the model's ResNet under its prefix (no other prefix, no other depth).
+
+    A :class:`~aligndet_d2.modeling.MomentumPair` is checked as :func:`load_init_checkpoint` loads
+    it: a pre-training checkpoint against the pair, other weights against its online branch.
+
+    Args:
+        model: the model, possibly inside DistributedDataParallel.
+        path: ``train.init_checkpoint``.
+
+    Returns:
+        An export's key table, or None.
 
     Raises:
-        ExportMismatchError: listing the modules that do not fit.
-        ValueError: for a pre-training checkpoint given to a plain detector (export it first).
+        ExportMismatchError: an export, listing the modules that do not fit.
+        ValueError: a pre-training checkpoint given to a plain detector, or a ``.pth`` of which
+            nothing would load (naming the file, some of its keys and the model's, and the likely
+            fix), or a converted backbone that does not fill the model's ResNet.
     """
-    if isinstance(model, MomentumPair):  # see load_init_checkpoint
-        return None
+    return _check_init(unwrap_model(model), path, _local_checkpoint(path))
+
+
+def _local_checkpoint(path: str) -> Optional[Dict[str, Any]]:
+    """``path`` loaded when it is a local ``.pth`` (the files the checks read), else None."""
     if not path or not path.endswith(".pth") or not os.path.isfile(path):
         return None
-    ckpt = load_checkpoint_file(path)
+    return load_checkpoint_file(path)
+
+
+def _check_init(model: torch.nn.Module, path: str, ckpt: Optional[Dict[str, Any]]) -> Optional[str]:
+    """:func:`check_init_checkpoint` of an unwrapped model and the loaded file (None: not read)."""
+    if ckpt is None:
+        return None
     state = ckpt["model"]
-    if any(k.startswith(("online.", "momentum.")) for k in state):
+    pretraining = _is_pretraining_checkpoint(ckpt)
+    if isinstance(model, MomentumPair):
+        if pretraining:
+            _check_keys_load(model, path, ckpt, "the model")
+        else:
+            _check_keys_load(model.online, path, ckpt, "the model's online branch")
+        return None
+    if pretraining:
         raise ValueError(
             f"{path} is a pre-training checkpoint: export it with tools/export.py and fine-tune "
             "from the exported file"
         )
     if EXPORT_MARKER not in ckpt:
+        _check_keys_load(model, path, ckpt, "the model")
         return None
     report = key_report(state, model.state_dict(), ckpt[EXPORT_MARKER].get("dropped", ()))
     table = format_report(report)
@@ -144,8 +208,130 @@ def check_init_checkpoint(model: torch.nn.Module, path: str) -> Optional[str]:
     return table
 
 
+def _check_keys_load(module: torch.nn.Module, path: str, ckpt: Dict[str, Any], where: str) -> None:
+    """Raises ValueError when Detectron2 would load none of a plain checkpoint's tensors into
+    ``module``, or a converted backbone not whole (see :func:`check_init_checkpoint`)."""
+    from ..checkpoint.convert import CONVERTED_AUTHOR
+
+    if ckpt.get("matching_heuristics"):  # Detectron2 matches these by suffix, as a .pkl
+        return
+    state = ckpt["model"]
+    # fvcore strips a DataParallel prefix that every key has before matching names.
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    own = module.state_dict()
+    loads = {
+        k
+        for k, v in state.items()
+        if k in own and hasattr(v, "shape") and tuple(v.shape) == tuple(own[k].shape)
+    }
+    converted = str(ckpt.get("__author__", "")).startswith(CONVERTED_AUTHOR)
+    if state and not loads:
+        raise ValueError(_nothing_loads_message(path, state, own, where, converted))
+    if converted:
+        _check_whole_resnet(path, ckpt, state, own, loads, where)
+
+
+def _nothing_loads_message(
+    path: str, state: Dict[str, Any], own: Dict[str, Any], where: str, converted: bool
+) -> str:
+    """The error of a checkpoint none of whose keys ``where`` has: samples of both key sets, the
+    prefix change that would match them, and the converter's fix."""
+    theirs = list(state)[:3]
+    ours = list(own)[:3]
+    swap = _prefix_swap(state, own)
+    if swap:  # the model's keys that the file's first ones were probably meant to be
+        old, new, n = swap
+        ours = [new + k[len(old) :] for k in theirs if new + k[len(old) :] in own] or ours
+    lines = [
+        f"train.init_checkpoint={path}: none of its {len(state)} tensors would load into {where} "
+        "(no key of the same name and shape): Detectron2 would only warn and train from random "
+        "init.",
+        "  keys in the file: " + ", ".join(theirs) + ", ...",
+        f"  keys in {where}: " + ", ".join(ours) + ", ...",
+    ]
+    if swap:
+        lines.append(f"  with the prefix {new!r} in place of {old!r}, {n} of its keys would match.")
+    fix = (
+        "It is a backbone from tools/convert_backbone.py"
+        if converted
+        else "Another model's checkpoint? For a backbone from tools/convert_backbone.py"
+    )
+    lines.append(
+        f"{fix}: a .pth's keys must carry the prefix of the model's ResNet: convert it again "
+        "with --prefix backbone. (--detector detr) for DETR, --prefix backbone.bottom_up. for the "
+        "FPN detectors (R-CNN, RetinaNet, FCOS), or write a .pkl, which Detectron2 matches by "
+        "suffix into any of them."
+    )
+    return "\n".join(lines)
+
+
+def _prefix_swap(state: Dict[str, Any], own: Dict[str, Any]) -> Optional[tuple]:
+    """(file prefix, model prefix, keys matched) of the prefix change under which most of the
+    file's keys would be the model's, or None when none would."""
+    first = next(iter(state)).split(".")
+    best = None
+    # Tails of two names at least: a single "weight" would pair any prefix with any other.
+    for i in range(len(first) - 1):
+        old, tail = ".".join(first[:i]) + ("." if i else ""), ".".join(first[i:])
+        news = {k[: -len(tail)] for k in own if k == tail or k.endswith("." + tail)}
+        for new in sorted(news)[:20]:
+            n = sum(1 for k in state if k.startswith(old) and new + k[len(old) :] in own)
+            if n and (best is None or n > best[2]):
+                best = (old, new, n)
+    return best
+
+
+def _check_whole_resnet(
+    path: str,
+    ckpt: Dict[str, Any],
+    state: Dict[str, Any],
+    own: Dict[str, Any],
+    loads: set,
+    where: str,
+) -> None:
+    """A converted backbone holds one ResNet: all of it loads, and it fills the model's ResNet
+    under its prefix (residual adapters aside, which start from zero)."""
+    from ..checkpoint.convert import CONVERTED_AUTHOR
+    from ..modeling.backbones.adapters import is_adapter_key
+
+    stem = next((k for k in state if k.endswith("stem.conv1.weight")), "stem.conv1.weight")
+    prefix = stem[: -len("stem.conv1.weight")]
+    unused = [k for k in state if k not in loads]
+    missing = [
+        k
+        for k in own
+        if k.startswith(prefix)
+        and k not in state
+        and not is_adapter_key(k)
+        and not k.endswith("num_batches_tracked")
+    ]
+    if not unused and not missing:
+        return
+    problems = []
+    if unused:
+        problems.append(
+            f"{len(unused)} of its keys are not in {where} or have another shape (first: "
+            f"{unused[0]})"
+        )
+    if missing:
+        problems.append(f"{len(missing)} of {where}'s keys are not in it (first: {missing[0]})")
+    raise ValueError(
+        f"train.init_checkpoint={path}: a backbone from tools/convert_backbone.py "
+        f"{ckpt['__author__'][len(CONVERTED_AUTHOR):].strip()} that does not fill the ResNet "
+        f"under {prefix!r}: "
+        + "; ".join(problems)
+        + ". A ResNet of another depth than the config's? Give the config the depth override "
+        "the tool prints (...stages.depth), or convert the ResNet the config builds."
+    )
+
+
 def load_init_checkpoint(model: torch.nn.Module, path: str) -> None:
-    """Loads ``train.init_checkpoint`` (not a resume) as Detectron2 does, into the right module.
+    """Checks and loads ``train.init_checkpoint`` (not a resume) as Detectron2 does, into the
+    right module.
+
+    The file is checked first (:func:`check_init_checkpoint`), also where ``build_trainer`` did not
+    (``--resume`` without a checkpoint to resume from).
 
     A :class:`~aligndet_d2.modeling.MomentumPair` takes its initial weights in the online branch
     only: Detectron2 matches the names of a ``.pkl`` (MSRA / Caffe2 or converted torchvision
@@ -158,19 +344,24 @@ def load_init_checkpoint(model: torch.nn.Module, path: str) -> None:
     Args:
         model: the model, possibly inside DistributedDataParallel.
         path: a local path or a Detectron2 URL (``detectron2://...``); empty: nothing is loaded.
+
+    Raises:
+        ValueError, ExportMismatchError: as :func:`check_init_checkpoint`.
     """
     target = unwrap_model(model)
-    if isinstance(target, MomentumPair) and not _is_pretraining_checkpoint(path):
+    ckpt = _local_checkpoint(path)
+    _check_init(target, path, ckpt)
+    if isinstance(target, MomentumPair) and not _is_pretraining_checkpoint(ckpt):
         DetectionCheckpointer(target.online).load(path, checkpointables=[])
     else:
         DetectionCheckpointer(model).load(path, checkpointables=[])
 
 
-def _is_pretraining_checkpoint(path: str) -> bool:
-    if not path or not path.endswith(".pth") or not os.path.isfile(path):
+def _is_pretraining_checkpoint(ckpt: Optional[Dict[str, Any]]) -> bool:
+    """Whether a loaded checkpoint (None: not a local ``.pth``) holds both branches of a pair."""
+    if ckpt is None:
         return False
-    state = load_checkpoint_file(path)["model"]
-    return any(k.startswith(("online.", "momentum.")) for k in state)
+    return any(k.startswith(("online.", "momentum.")) for k in ckpt["model"])
 
 
 def do_test(cfg, model) -> Dict[str, Any]:
