@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import collections
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from quality import REPO, RESULTS, _opts_for, _opts_tag, _train_net, errorbar, write_report
+
+from aligndet_d2.utils.files import file_sha256
 
 DETECTORS = ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
 # DETR pre-trains on the pool's proposals clustered into pseudo-classes (tools/cluster_proposals.py),
@@ -120,14 +121,6 @@ def _logged_seconds(run: Path) -> float:
             end = kept[-1] if kept else seg["times"][0]
         total += (end - seg["times"][0]).total_seconds()
     return total
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def code_version() -> Dict[str, Any]:
@@ -409,7 +402,7 @@ class Harness:
 
     def pretrain_identity(self, run: Path):
         """(manifest key, sha256 of model_final.pth) of a finished pre-training run."""
-        return str(run.relative_to(self.work)), _sha256(run / "model_final.pth")
+        return str(run.relative_to(self.work)), file_sha256(run / "model_final.pth")
 
     def export(self, run: Path) -> Path:
         from aligndet_d2.checkpoint.export import export_checkpoint
@@ -472,7 +465,7 @@ class Harness:
                             "code": self.code,
                             "split": {
                                 "file": Path(split["labeled_file"]).name,
-                                "sha256": _sha256(Path(split["labeled_file"])),
+                                "sha256": file_sha256(Path(split["labeled_file"])),
                             },
                             "pretrain": pre,
                         },

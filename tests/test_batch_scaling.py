@@ -65,11 +65,12 @@ def test_auto_scale_without_a_reference_batch_is_an_error():
         scale_to_batch(cfg)
 
 
-def test_train_net_scales_before_saving_the_config(tmp_path, monkeypatch):
+def _train_net_at_batch_4(config, tmp_path, monkeypatch):
+    """The config train_net.py would train, auto-scaled to 4 images per batch (no training)."""
     seen = []
     monkeypatch.setattr(train_loop, "do_train", lambda args, cfg: seen.append(cfg))
     args = Args()
-    args.config_file = str(CONFIGS / "finetune_faster_rcnn_cpu.py")
+    args.config_file = str(CONFIGS / config)
     args.opts = [
         "dataloader.train.total_batch_size=4",
         "train.auto_scale=True",
@@ -77,6 +78,11 @@ def test_train_net_scales_before_saving_the_config(tmp_path, monkeypatch):
     ]
     train_loop.main(args)
     (cfg,) = seen
+    return cfg
+
+
+def test_train_net_scales_before_saving_the_config(tmp_path, monkeypatch):
+    cfg = _train_net_at_batch_4("finetune_faster_rcnn_cpu.py", tmp_path, monkeypatch)
     assert cfg.train.max_iter == 192 and cfg.train.checkpointer.period == 192  # 384 at batch 2
     saved = LazyConfig.load(str(tmp_path / "config.yaml"))
     assert saved.train.max_iter == 192 and saved.optimizer.lr == pytest.approx(cfg.optimizer.lr)
@@ -152,17 +158,7 @@ def test_momentum_is_untouched_without_auto_scale_or_an_ema():
 
 
 def test_train_net_saves_and_logs_the_scaled_momentum(tmp_path, monkeypatch):
-    seen = []
-    monkeypatch.setattr(train_loop, "do_train", lambda args, cfg: seen.append(cfg))
-    args = Args()
-    args.config_file = str(CONFIGS / "pretrain_box_faster_rcnn_cpu.py")
-    args.opts = [
-        "dataloader.train.total_batch_size=4",
-        "train.auto_scale=True",
-        f"train.output_dir={tmp_path}",
-    ]
-    train_loop.main(args)
-    (cfg,) = seen
+    cfg = _train_net_at_batch_4("pretrain_box_faster_rcnn_cpu.py", tmp_path, monkeypatch)
     assert cfg.model.base_momentum == pytest.approx(0.9409)  # 0.97 ** (4 / 2)
     saved = LazyConfig.load(str(tmp_path / "config.yaml"))
     assert saved.model.base_momentum == pytest.approx(0.9409)

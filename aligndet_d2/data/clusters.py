@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..utils.files import file_sha256
 from .datasets import read_proposals_json
 from .proposals import ProposalsError
 
@@ -236,14 +237,6 @@ def _weights_sha256(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _feature_inputs(
     json_file: str, image_root: str, backbone_key: Dict[str, Any], settings: ClusterSettings
 ) -> Dict[str, Any]:
@@ -251,7 +244,7 @@ def _feature_inputs(
     edited in place is another input), the image folder, the backbone and the feature settings;
     not K, the PCA size, the seed or the k-means restarts, so that those reuse a cache."""
     return {
-        "json_sha256": _file_sha256(json_file),
+        "json_sha256": file_sha256(json_file),
         "image_root": os.path.abspath(image_root),
         **{f"backbone.{k}": v for k, v in backbone_key.items()},
         **{k: getattr(settings, k) for k in _FEATURE_FIELDS},
