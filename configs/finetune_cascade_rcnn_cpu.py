@@ -3,8 +3,8 @@
 #
 #   python train_net.py --config-file configs/finetune_cascade_rcnn_cpu.py \
 #       train.init_checkpoint=output/aligndet_cascade_rcnn_cpu.pth
-from .common.capacity import cascade_heads
+from .common.capacity import cascade_roi_heads
 from .finetune_faster_rcnn_cpu import dataloader, lr_multiplier, model, optimizer, train
 
-cascade_heads(model)
+model.roi_heads = cascade_roi_heads(model.roi_heads)
 train.output_dir = "output/finetune_cascade_rcnn_cpu"

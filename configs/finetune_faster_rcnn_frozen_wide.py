@@ -4,8 +4,13 @@
 #
 #   python train_net.py --config-file configs/finetune_faster_rcnn_frozen_wide.py --num-gpus 8 \
 #       train.init_checkpoint=output/aligndet_faster_rcnn_wide.pth
-from .common.capacity import wide_faster_rcnn
+from detectron2.layers import ShapeSpec
+
 from .finetune_faster_rcnn_frozen import dataloader, lr_multiplier, model, optimizer, train
 
-wide_faster_rcnn(model, fpn_channels=512, rpn_convs=2, box_convs=4, box_conv_dim=512)
+model.backbone.out_channels = 512
+model.proposal_generator.head.update(in_channels=512, conv_dims=[512] * 2)
+model.roi_heads.box_head.update(
+    input_shape=ShapeSpec(channels=512, height=7, width=7), conv_dims=[512] * 4
+)
 train.output_dir = "output/finetune_faster_rcnn_frozen_wide"

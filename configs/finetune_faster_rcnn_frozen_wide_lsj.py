@@ -4,8 +4,8 @@
 #
 #   python train_net.py --config-file configs/finetune_faster_rcnn_frozen_wide_lsj.py --num-gpus 8 \
 #       train.init_checkpoint=output/aligndet_faster_rcnn_wide.pth
-from .common.data import large_scale_jitter
+from .common.data import lsj_augmentations
 from .finetune_faster_rcnn_frozen_wide import dataloader, lr_multiplier, model, optimizer, train
 
-large_scale_jitter(dataloader, image_size=1024)
+dataloader.train.mapper.augmentations = lsj_augmentations(image_size=1024)
 train.output_dir = "output/finetune_faster_rcnn_frozen_wide_lsj"

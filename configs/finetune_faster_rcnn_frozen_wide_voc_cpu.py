@@ -4,8 +4,13 @@
 #
 #   python train_net.py --config-file configs/finetune_faster_rcnn_frozen_wide_voc_cpu.py \
 #       train.init_checkpoint=output/aligndet_faster_rcnn_wide_cpu.pth
-from .common.capacity import wide_faster_rcnn
+from detectron2.layers import ShapeSpec
+
 from .finetune_faster_rcnn_frozen_voc_cpu import dataloader, lr_multiplier, model, optimizer, train
 
-wide_faster_rcnn(model, fpn_channels=256, rpn_convs=2, box_convs=4, box_conv_dim=128)
+model.backbone.out_channels = 256
+model.proposal_generator.head.update(in_channels=256, conv_dims=[256] * 2)
+model.roi_heads.box_head.update(
+    input_shape=ShapeSpec(channels=256, height=7, width=7), conv_dims=[128] * 4
+)
 train.output_dir = "output/finetune_faster_rcnn_frozen_wide_voc_cpu"

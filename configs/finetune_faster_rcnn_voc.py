@@ -5,9 +5,13 @@
 #
 #   python train_net.py --config-file configs/finetune_faster_rcnn_voc.py --num-gpus 8 \
 #       train.init_checkpoint=output/aligndet_faster_rcnn.pth
-from .common.voc import voc_classes, voc_paper
-from .finetune_faster_rcnn import dataloader, model, optimizer, train
+from .common.voc import NUM_CLASSES
+from .common.voc import paper_dataloader as dataloader
+from .common.voc import paper_schedule as lr_multiplier
+from .finetune_faster_rcnn import model, optimizer, train
 
-voc_classes(model)
-lr_multiplier = voc_paper(dataloader, train)
+model.roi_heads.num_classes = NUM_CLASSES
+train.max_iter = 12000
+train.eval_period = 4000
+train.checkpointer.period = 4000
 train.output_dir = "output/finetune_faster_rcnn_voc"

@@ -8,9 +8,25 @@
 #       --finetune-config configs/finetune_retinanet_cpu.py
 #   python train_net.py --config-file configs/finetune_retinanet_cpu.py \
 #       train.init_checkpoint=output/aligndet_retinanet_cpu.pth
-from .common.cpu import cpu_finetune, lite_dense
-from .finetune_retinanet import dataloader, model, optimizer, train
+from detectron2.layers import ShapeSpec
 
-lite_dense(model)
+from .common.cpu import (
+    BATCH,
+    FPN_CHANNELS,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    dataloader,
+    lite_fpn,
+    lr_multiplier,
+    train,
+)
+from .finetune_retinanet import model, optimizer
+
+model.backbone = lite_fpn(dense=True)
+model.update(pixel_mean=PIXEL_MEAN, pixel_std=PIXEL_STD, input_format="RGB")
+model.head.update(
+    input_shape=[ShapeSpec(channels=FPN_CHANNELS)] * 5, conv_dims=[FPN_CHANNELS] * 2, norm="GN"
+)
 model.backbone.bottom_up.freeze_at = 4  # stem and blocks 1-3 frozen; the rest trains
-lr_multiplier = cpu_finetune(dataloader, optimizer, train, paper_lr=0.01, name="retinanet")
+optimizer.lr = 0.01 * BATCH / 16 * 1.5  # the paper's lr scaled linearly to the batch, then x1.5
+train.output_dir = "output/finetune_retinanet_cpu"

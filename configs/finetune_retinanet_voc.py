@@ -5,9 +5,14 @@
 #
 #   python train_net.py --config-file configs/finetune_retinanet_voc.py --num-gpus 8 \
 #       train.init_checkpoint=output/aligndet_retinanet.pth
-from .common.voc import voc_classes, voc_paper
-from .finetune_retinanet import dataloader, model, optimizer, train
+from .common.voc import NUM_CLASSES
+from .common.voc import paper_dataloader as dataloader
+from .common.voc import paper_schedule as lr_multiplier
+from .finetune_retinanet import model, optimizer, train
 
-voc_classes(model)
-lr_multiplier = voc_paper(dataloader, train)
+model.num_classes = NUM_CLASSES
+model.head.num_classes = NUM_CLASSES
+train.max_iter = 12000
+train.eval_period = 4000
+train.checkpointer.period = 4000
 train.output_dir = "output/finetune_retinanet_voc"

@@ -5,8 +5,10 @@
 # (aligndet_d2/modeling/cascade.py).
 #
 #   python train_net.py --config-file configs/pretrain_box_cascade_rcnn.py --num-gpus 8
-from .common.capacity import contrastive_cascade_heads
+from .common.capacity import contrastive_cascade_roi_heads
 from .pretrain_box_faster_rcnn import dataloader, lr_multiplier, model, optimizer, train
 
-contrastive_cascade_heads(model.detector, rois_per_image=512)
+model.detector.roi_heads = contrastive_cascade_roi_heads(
+    model.detector.roi_heads, rois_per_image=512
+)
 train.output_dir = "output/pretrain_box_cascade_rcnn"

@@ -6,10 +6,43 @@
 #       --coco-json datasets/coco64/annotations/train.json \
 #       --output output/proposals/coco64_train.json
 #   python train_net.py --config-file configs/pretrain_box_faster_rcnn_cpu.py
-from .common.cpu import cpu_pretrain, lite_faster_rcnn
-from .pretrain_box_faster_rcnn import dataloader, lr_multiplier, model, optimizer, train
+from detectron2.layers import ShapeSpec
 
-lite_faster_rcnn(model.detector)
+from .common.cpu import (
+    ANCHOR_SIZES,
+    BATCH,
+    BOX_CONVS,
+    BOX_FC,
+    FPN_CHANNELS,
+    PIXEL_MEAN,
+    PIXEL_STD,
+    POOLER_SCALES,
+    ROI_FEATURES,
+    ROIS_PER_IMAGE,
+    RPN_FEATURES,
+    STRIDES,
+    lite_fpn,
+)
+from .common.cpu import pretrain_dataloader as dataloader
+from .common.cpu import pretrain_train as train
+from .pretrain_box_faster_rcnn import lr_multiplier, model, optimizer
+
+model.detector.backbone = lite_fpn()
+model.detector.update(pixel_mean=PIXEL_MEAN, pixel_std=PIXEL_STD, input_format="RGB")
+model.detector.proposal_generator.update(
+    in_features=RPN_FEATURES, pre_nms_topk=(1000, 500), post_nms_topk=(500, 300)
+)
+model.detector.proposal_generator.head.in_channels = FPN_CHANNELS
+model.detector.proposal_generator.anchor_generator.update(sizes=ANCHOR_SIZES, strides=STRIDES)
+model.detector.roi_heads.update(box_in_features=ROI_FEATURES, batch_size_per_image=ROIS_PER_IMAGE)
+model.detector.roi_heads.box_pooler.scales = POOLER_SCALES
+model.detector.roi_heads.box_head.update(
+    input_shape=ShapeSpec(channels=FPN_CHANNELS, height=7, width=7),
+    conv_dims=BOX_CONVS,
+    fc_dims=[BOX_FC],
+    conv_norm="GN",
+)
+model.detector.roi_heads.box_predictor.input_shape = ShapeSpec(channels=BOX_FC)
 # With few ROIs per image, keep every pseudo-GT box as a ROI so that each id has a key in the other
 # view.
 model.detector.roi_heads.always_keep_gt = True
@@ -18,6 +51,7 @@ model.detector.roi_heads.always_keep_gt = True
 # gave the lower fixed-set loss on held-out train images (benchmarks/results/momentum.md). Runs
 # much longer than 192 iterations want a value nearer 1 (the trainer prints the share at start).
 model.base_momentum = 0.97
-cpu_pretrain(
-    dataloader, optimizer, train, lr_multiplier, paper_lr=0.02, max_proposals=32, name="faster_rcnn"
-)
+dataloader.train.mapper.max_proposals = 32
+optimizer.lr = 0.02 * BATCH / 16  # the paper's lr scaled linearly to the batch
+lr_multiplier.warmup_length = 0.1
+train.output_dir = "output/pretrain_box_faster_rcnn_cpu"

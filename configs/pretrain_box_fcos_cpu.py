@@ -3,15 +3,21 @@
 # pretrain_box_faster_rcnn_cpu.py), then:
 #
 #   python train_net.py --config-file configs/pretrain_box_fcos_cpu.py
-from .common.cpu import cpu_pretrain, lite_dense
-from .pretrain_box_fcos import dataloader, lr_multiplier, model, optimizer, train
+from detectron2.layers import ShapeSpec
 
-lite_dense(model.detector)
-# The paper's base momentum 0.996 is set for its 88716 iterations: after this config's 192 it would
-# leave 68 % of the momentum detector's neck and heads at their random init; 0.97 leaves 5 % and
-# gave the lower fixed-set loss on held-out train images (benchmarks/results/momentum.md). Runs
-# much longer than 192 iterations want a value nearer 1 (the trainer prints the share at start).
-model.base_momentum = 0.97
-cpu_pretrain(
-    dataloader, optimizer, train, lr_multiplier, paper_lr=0.01, max_proposals=None, name="fcos"
+from .common.cpu import BATCH, FPN_CHANNELS, PIXEL_MEAN, PIXEL_STD, lite_fpn
+from .common.cpu import pretrain_dataloader as dataloader
+from .common.cpu import pretrain_train as train
+from .pretrain_box_fcos import lr_multiplier, model, optimizer
+
+model.detector.backbone = lite_fpn(dense=True)
+model.detector.update(pixel_mean=PIXEL_MEAN, pixel_std=PIXEL_STD)
+model.detector.head.update(
+    input_shape=[ShapeSpec(channels=FPN_CHANNELS)] * 5, conv_dims=[FPN_CHANNELS] * 2, norm="GN"
 )
+# See pretrain_box_faster_rcnn_cpu.py: 0.996 suits the paper's run length, not 192 iterations.
+model.base_momentum = 0.97
+dataloader.train.mapper.max_proposals = None  # all of them
+optimizer.lr = 0.01 * BATCH / 16  # the paper's lr scaled linearly to the batch
+lr_multiplier.warmup_length = 0.1
+train.output_dir = "output/pretrain_box_fcos_cpu"

@@ -26,10 +26,11 @@ frequency_evaluator = L(FrequencyCOCOEvaluator)(
 )
 
 
-def large_scale_jitter(dataloader, *, image_size: int):
-    """Detectron2's new_baselines large-scale jitter (an option of Proper Reuse's recipe) for a
-    fine-tune loader: resize to 0.1-2.0x of an ``image_size`` square, crop or pad to it, flip."""
-    dataloader.train.mapper.augmentations = [
+def lsj_augmentations(*, image_size: int) -> list:
+    """Detectron2's new_baselines large-scale jitter (an option of Proper Reuse's recipe), for a
+    fine-tune loader's ``train.mapper.augmentations``: resize to 0.1-2.0x of an ``image_size``
+    square, crop or pad to it, flip."""
+    return [
         L(T.ResizeScale)(
             min_scale=0.1, max_scale=2.0, target_height=image_size, target_width=image_size
         ),

@@ -6,7 +6,6 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone import BasicStem, ResNet
 from detectron2.solver import get_default_optimizer_params
 
-from aligndet_d2.modeling import EfficientNetLite
 from aligndet_d2.modeling.detr import DETR, DETRTransformer, HungarianMatcher, SetCriterion
 from aligndet_d2.solver import ClipGradAdamW, backbone_lr_factor
 
@@ -54,14 +53,3 @@ optimizer = L(ClipGradAdamW)(
     weight_decay=1e-4,
     max_norm=0.1,
 )
-
-
-def lite_detr(model):
-    """The CPU-sized DETR: EfficientNet-Lite0's last stage (frozen up to block 3, as the other
-    CPU configs), a 128-wide transformer of 2 + 2 layers and 4 heads, 30 queries."""
-    model.backbone = L(EfficientNetLite)(out_features=["res5"], freeze_at=4)
-    model.update(pixel_mean=[127.0] * 3, pixel_std=[128.0] * 3, input_format="RGB", num_queries=30)
-    model.transformer.update(
-        d_model=128, nhead=4, num_encoder_layers=2, num_decoder_layers=2, dim_feedforward=512
-    )
-    return model
