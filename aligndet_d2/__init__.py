@@ -10,3 +10,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "Run `bash scripts/setup_env.sh` from the repository (it installs Detectron2's code into "
         ".venv), or install Detectron2 from source yourself."
     ) from e
+
+from .model_zoo import get_config, get_config_file  # noqa: E402 (after the Detectron2 check)
+
+__all__ = ["get_config", "get_config_file"]

@@ -15,17 +15,13 @@ Rand index). Run it alone on the machine.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
-from low_data import DETR_CLUSTER_SETTINGS  # sibling scripts: their folder is on the path
-from quality import write_report
+from aligndet_d2.experiment import RESULTS, get_detector, write_report
 
 
 def _sklearn(x, k, dim, seed, n_init):
@@ -110,7 +106,7 @@ def main(argv=None) -> int:
         help="proposals json (the VOC harness's pool proposals)",
     )
     p.add_argument("--image-root", default="../shared/data/voc2007/VOC2007/JPEGImages")
-    p.add_argument("--config-file", default="configs/pretrain_box_detr_cpu.py")
+    p.add_argument("--config-file", default=get_detector("detr").config("pretrain", "cpu"))
     p.add_argument("--num-clusters", type=int, default=256)
     p.add_argument(
         "--cache-dir",
@@ -120,7 +116,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(RESULTS / "clusters"))
     args = p.parse_args(argv)
 
-    settings = ClusterSettings(num_clusters=args.num_clusters, **DETR_CLUSTER_SETTINGS)
+    settings = ClusterSettings(
+        num_clusters=args.num_clusters, **get_detector("detr").cluster_settings
+    )
     t = time.perf_counter()
     x, _, info = proposal_features(
         args.json,

@@ -25,8 +25,8 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DETECTORS = ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
+from aligndet_d2.experiment import DETECTORS, REPO, get_detector
+
 # DETR pre-trains on cluster pseudo-labels (tools/cluster_proposals.py, run by the prepare script).
 PROPOSALS = {"detr": "train_proposals_k256.json"}
 LOADED_BATCHES = 4  # pre-loaded batches the timed steps cycle over
@@ -41,12 +41,12 @@ def _configs(detector: str, data: Path, batch: int, device: str):
     from aligndet_d2.modeling import FrozenResNet
 
     images = str(data / "images")
-    pre = LazyConfig.load(str(REPO / f"configs/pretrain_box_{detector}.py"))
+    pre = LazyConfig.load(str(REPO / get_detector(detector).config("pretrain", "paper")))
     proposals = PROPOSALS.get(detector, "train_proposals.json")
     pre.dataloader.train.dataset.update(
         json_file=str(data / "annotations" / proposals), image_root=images
     )
-    sup = LazyConfig.load(str(REPO / f"configs/finetune_{detector}.py"))
+    sup = LazyConfig.load(str(REPO / get_detector(detector).config("finetune", "paper")))
     sup.dataloader.train.dataset.names = L(register_coco)(
         name="coco256_train_gpu_check",
         json_file=str(data / "annotations" / "train.json"),
@@ -155,7 +155,7 @@ def _arm(cfg, arm: str, iters: int, warmup: int, precision) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--detectors", nargs="+", default=["faster_rcnn"], choices=DETECTORS)
+    p.add_argument("--detectors", nargs="+", default=["faster_rcnn"], choices=list(DETECTORS))
     p.add_argument(
         "--data",
         default=str(REPO / ".gpu_check" / "coco256"),

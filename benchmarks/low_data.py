@@ -40,21 +40,27 @@ import math
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
-from quality import REPO, RESULTS, _opts_for, _opts_tag, _train_net, errorbar, write_report
-
+from aligndet_d2.experiment import (
+    DETECTORS,
+    REPO,
+    RESULTS,
+    code_version,
+    errorbar,
+    eval_points,
+    get_detector,
+    logged_seconds,
+    opts_for,
+    opts_tag,
+    train_net_resumable,
+    write_report,
+)
 from aligndet_d2.utils.files import file_sha256
 
-DETECTORS = ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
-# DETR pre-trains on the pool's proposals clustered into pseudo-classes (tools/cluster_proposals.py),
-# the first 20 per image at the CPU configs' size, as pretrain_box_detr_cpu.py reads them.
-DETR_CLUSTER_SETTINGS = dict(max_proposals=20, short_edge=320, max_size=533)
 BATCH = 2  # images per iteration of the CPU configs
 FOLDS = 3  # seeds per row of the protocol
 METRICS = (
@@ -75,95 +81,6 @@ def _suffix(variant: str) -> str:
 
 def _log(msg: str) -> None:
     print(f"[low_data {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def _logged_seconds(run: Path) -> float:
-    """Wall time of a train_net.py run, training and every evaluation, from the timestamps of
-    Detectron2's log (summed over resumed segments), so that runs started by hand with the
-    harness's arguments are timed too. (Its "Total training time" line comes before the final
-    evaluation.)
-
-    Neither the time the run was down nor work done twice is counted: a segment that another
-    resumed from iteration K counts up to its log line of the last iteration before K (logged
-    after that iteration's checkpoint and evaluation); the iterations after it, and an evaluation
-    it was stopped in, are redone and counted in the next segment. This can leave out up to one
-    log period (``train.log_period`` iterations) of work that was kept.
-    """
-    log = run / "log.txt"
-    if not log.exists():
-        return 0.0
-    # Per train_net.py start: its timestamps, the iterations it logged and where it started.
-    segments: List[Dict[str, Any]] = []
-    for line in log.read_text().splitlines():
-        m = re.match(r"\[(\d\d/\d\d \d\d:\d\d:\d\d)\]", line)
-        if not m:
-            continue
-        # Leap year 2000, so that 02/29 parses; runs do not span a new year.
-        t = datetime.strptime(f"2000/{m.group(1)}", "%Y/%m/%d %H:%M:%S")
-        # Every train_net.py run logs this first (detectron2's default_setup).
-        if "Rank of current process" in line or not segments:
-            segments.append({"times": [], "iters": [], "start": None})
-        seg = segments[-1]
-        seg["times"].append(t)
-        start = re.search(r"Starting training from iteration (\d+)", line)
-        if start:
-            seg["start"] = int(start.group(1))
-        else:
-            it = re.search(r"\biter: (\d+)\s", line)
-            if it:
-                seg["iters"].append((int(it.group(1)), t))
-    total = 0.0
-    for seg, nxt in zip(segments, segments[1:] + [None]):
-        end = seg["times"][-1]
-        resumed_at = nxt["start"] if nxt is not None else None
-        if resumed_at is not None:
-            kept = [t for i, t in seg["iters"] if i < resumed_at]
-            end = kept[-1] if kept else seg["times"][0]
-        total += (end - seg["times"][0]).total_seconds()
-    return total
-
-
-def code_version() -> Dict[str, Any]:
-    """The commit the harness runs, and whether the code (package, configs, tools, benchmark
-    scripts; not the results and notes the harness writes) differs from it."""
-    code = ["aligndet_d2", "configs", "tools", "train_net.py", "benchmarks/*.py"]
-
-    def git(*cmd: str) -> str:
-        return subprocess.run(
-            ["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *code))
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": "unknown (not a git checkout)"}
-    return {"commit": commit, "dirty": dirty}
-
-
-def _eval_points(run: Path, max_iter: int) -> Dict[int, Dict[str, float]]:
-    """The evaluations a fine-tune wrote to metrics.json: {iterations done: {"task/metric": v}}.
-
-    Detectron2's EvalHook stores a periodic evaluation under the iteration just run (0-based) and
-    the final one, run after training, under ``max_iter``.
-    """
-    out: Dict[int, Dict[str, float]] = {}
-    path = run / "metrics.json"
-    if not path.exists():
-        return out
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        vals = {
-            f"{task}/{metric}": rec[f"{task}/{metric}"]
-            for task, metric, _ in METRICS
-            if f"{task}/{metric}" in rec
-        }
-        if len(vals) == len(METRICS):
-            # AP by class frequency in the labeled split, where the config evaluates it.
-            vals.update({k: v for k, v in rec.items() if k.startswith("bbox_by_frequency/")})
-            it = rec["iteration"]
-            out[it if it >= max_iter else it + 1] = vals
-    return out
 
 
 def _subset_json(data: Dict, keep_ids, path: Path) -> str:
@@ -207,12 +124,13 @@ class Harness:
         val = json.loads((self.data / "annotations" / "val.json").read_text())
         self.name = "voc2007"
         for det in DETECTORS:  # a misspelt prefix fails now, not after hours of other runs
-            _opts_for(det, args.pretrain_opts, "--pretrain-opts")
-            _opts_for(det, args.finetune_opts, "--finetune-opts")
+            opts_for(det, args.pretrain_opts, "--pretrain-opts")
+            opts_for(det, args.finetune_opts, "--finetune-opts")
         for det in args.detectors:  # and so does a variant without its config
-            for path in (self.pretrain_config(det), self.finetune_config(det)):
-                if not (REPO / path).is_file():
-                    raise SystemExit(f"{path}: no such config (--pretrain/--finetune-variant)")
+            try:
+                self.pretrain_config(det), self.finetune_config(det)
+            except KeyError as e:
+                raise SystemExit(f"{e.args[0]} (--pretrain/--finetune-variant)") from None
         if args.holdout:
             n = args.holdout
             if not 0 < n < len(train["images"]):
@@ -343,7 +261,7 @@ class Harness:
                 self.images,
                 self.pretrain_config(det),
                 str(out),
-                ClusterSettings(num_clusters=k, **DETR_CLUSTER_SETTINGS),
+                ClusterSettings(num_clusters=k, **get_detector(det).cluster_settings),
                 cache_dir=props + ".features",  # any K: benchmarks/clusters.py reads it too
             )
             key = f"proposals/{out.stem}"
@@ -353,15 +271,15 @@ class Harness:
 
     # ----------------------------------------------------------------------------- runs
     def pretrain_config(self, det: str) -> str:
-        return f"configs/pretrain_box_{det}{_suffix(self.args.pretrain_variant)}_cpu.py"
+        return get_detector(det).config("pretrain", "cpu", self.args.pretrain_variant)
 
     def finetune_config(self, det: str) -> str:
-        return f"configs/finetune_{det}{_suffix(self.args.finetune_variant)}_voc_cpu.py"
+        return get_detector(det).config("finetune", "voc_cpu", self.args.finetune_variant)
 
     def pretrain_tag(self, det: str, iters: int) -> str:
-        clusters = f"_k{self.args.detr_clusters}" if det == "detr" else ""
-        return f"soco_it{iters}{_suffix(self.args.pretrain_variant)}{clusters}" + _opts_tag(
-            _opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
+        clusters = f"_k{self.args.detr_clusters}" if get_detector(det).needs_clusters else ""
+        return f"soco_it{iters}{_suffix(self.args.pretrain_variant)}{clusters}" + opts_tag(
+            opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
         )
 
     def pretrain(self, det: str, iters: int) -> Path:
@@ -370,14 +288,14 @@ class Harness:
         if not (run / "model_final.pth").exists():
             props = self.proposals(self.pool_json, "pool")
             extra = []
-            if det == "detr":
+            if get_detector(det).needs_clusters:
                 props = self.clusters(props, det)
                 extra = [f"model.detector.num_classes={self.args.detr_clusters}"]
             _log(
                 f"{det}: pre-training {tag} ({iters} iterations = "
                 f"{iters * BATCH / self.pool_size:.2f} epochs of {self.pool_size} images)"
             )
-            _train_net(
+            train_net_resumable(
                 [
                     "--config-file",
                     self.pretrain_config(det),
@@ -387,7 +305,7 @@ class Harness:
                     "train.seed=0",
                     f"train.checkpointer.period={self.args.checkpoint_period}",
                     *extra,
-                    *_opts_for(det, self.args.pretrain_opts, "--pretrain-opts"),
+                    *opts_for(det, self.args.pretrain_opts, "--pretrain-opts"),
                 ],
                 run,
             )
@@ -397,7 +315,7 @@ class Harness:
             # another pre-training than the recorded one, and the report says which.
             key = f"{key}#{sha[:12]}"
         if key not in self.manifest:
-            self._record(key, {"seconds": _logged_seconds(run), "sha256": sha})
+            self._record(key, {"seconds": logged_seconds(run), "sha256": sha})
         return run
 
     def pretrain_identity(self, run: Path):
@@ -420,13 +338,13 @@ class Harness:
         return max(3, int(round(self.args.finetune_epochs * n / BATCH)))
 
     def _ft_dir(self, det: str) -> Path:
-        opts = _opts_for(det, self.args.finetune_opts, "--finetune-opts")
-        if self.args.keep_reg and det == "faster_rcnn":
-            opts = opts + ["model.roi_heads.box_predictor.cls_agnostic_bbox_reg=True"]
+        opts = opts_for(det, self.args.finetune_opts, "--finetune-opts")
+        if self.args.keep_reg:
+            opts = opts + list(get_detector(det).keep_reg)
         ep = "" if self.args.finetune_epochs == 12 else f"_ep{self.args.finetune_epochs:g}"
         # The evaluated images are part of the name unless they are the default 1000 of val.
         ev = "" if self.eval_split in ("val1000",) or self.args.holdout else f"_{self.eval_split}"
-        name = f"ft{_suffix(self.args.finetune_variant)}" + ep + ev + _opts_tag(opts)
+        name = f"ft{_suffix(self.args.finetune_variant)}" + ep + ev + opts_tag(opts)
         return self.work / det / name, opts
 
     def finetune(self, det: str, percent: float, seed: int, arm: str, pretrain_iters: int):
@@ -443,7 +361,7 @@ class Harness:
             return self.manifest[key]
         iters = self.finetune_iters(percent)
         period = max(1, iters // 3)
-        points = _eval_points(run, iters)
+        points = eval_points(run, iters, METRICS)
         if iters not in points:
             if self.args.report_only:
                 return None
@@ -473,7 +391,7 @@ class Harness:
                     )
                 )
             _log(f"{det}: fine-tune {run.parent.name}/{run.name} ({iters} iterations)")
-            _train_net(
+            train_net_resumable(
                 [
                     "--config-file",
                     self.finetune_config(det),
@@ -497,7 +415,7 @@ class Harness:
                 ],
                 run,
             )
-            points = _eval_points(run, iters)
+            points = eval_points(run, iters, METRICS)
             if iters not in points:
                 sys.exit(f"{run}: no evaluation at iteration {iters} in metrics.json")
             _log(
@@ -517,7 +435,7 @@ class Harness:
             "export": export_tag.strip("_") or "default",
             "iters": iters,
             "points": {str(k): v for k, v in sorted(points.items())},
-            "seconds": _logged_seconds(run),
+            "seconds": logged_seconds(run),
         }
         prov = run / "provenance.json"
         if prov.exists():
@@ -1115,7 +1033,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         default="../shared/data/voc2007",
         help="folder with VOC2007/ (VOC layout) and annotations/{train,val}.json",
     )
-    p.add_argument("--detectors", nargs="+", default=["faster_rcnn"], choices=DETECTORS)
+    p.add_argument("--detectors", nargs="+", default=["faster_rcnn"], choices=list(DETECTORS))
     p.add_argument("--percents", nargs="+", type=float, default=[10.0])
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="folds")
     p.add_argument(

@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from quality import REPO, RESULTS, _train_net, write_report
+from aligndet_d2.experiment import REPO, RESULTS, get_detector, train_net_resumable, write_report
 
-DETECTORS = ("faster_rcnn", "retinanet", "fcos")
+SUPPORTED = ("faster_rcnn", "retinanet", "fcos")  # the detectors this probe runs
 
 
 def _log(msg: str) -> None:
@@ -64,10 +64,10 @@ def _pretrain(det: str, base: float, args, props: str, images: str, work: Path) 
     run = work / det / f"base{base:g}_it{args.max_iter}_seed{args.seed}"
     if not (run / "model_final.pth").exists():
         _log(f"{det}: pre-training with base momentum {base:g} (seed {args.seed})")
-        secs = _train_net(
+        secs = train_net_resumable(
             [
                 "--config-file",
-                f"configs/pretrain_box_{det}_cpu.py",
+                get_detector(det).config("pretrain", "cpu"),
                 f"dataloader.train.dataset.json_file={props}",
                 f"dataloader.train.dataset.image_root={images}",
                 f"model.base_momentum={base}",
@@ -93,7 +93,7 @@ def probe(det: str, checkpoint: Path, props: str, images: str, seed: int = 0) ->
     from aligndet_d2.modeling.momentum import make_ids_unique
 
     torch.set_flush_denormal(True)
-    cfg = LazyConfig.load(str(REPO / f"configs/pretrain_box_{det}_cpu.py"))
+    cfg = LazyConfig.load(str(REPO / get_detector(det).config("pretrain", "cpu")))
     pair = instantiate(cfg.model)
     DetectionCheckpointer(pair).load(str(checkpoint))
     pair.train()  # the pre-training forward; every norm layer is frozen or GroupNorm
@@ -181,7 +181,7 @@ def main(argv: List[str] = None) -> None:
         help="the images to pre-train on (the CPU configs' default: the bundled coco64 train)",
     )
     p.add_argument("--max-iter", type=int, default=192, help="the CPU configs' length")
-    p.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=DETECTORS)
+    p.add_argument("--detectors", nargs="+", default=list(SUPPORTED), choices=SUPPORTED)
     p.add_argument("--bases", nargs="+", type=float, default=[0.996, 0.99, 0.98, 0.97])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="proposal processes")

@@ -27,34 +27,24 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+from aligndet_d2.experiment import (
+    RESULTS,
+    errorbar,
+    get_detector,
+    opts_for,
+    opts_tag,
+    train_net_resumable,
+    write_report,
+)
 
-DETECTORS = {
-    det: {
-        "pretrain": f"configs/pretrain_box_{det}_cpu.py",
-        "finetune": f"configs/finetune_{det}_cpu.py",
-        # Fine-tune overrides that a kept box-regression layer needs (the dense heads' regressors
-        # are class-agnostic already).
-        "keep_reg": (
-            ["model.roi_heads.box_predictor.cls_agnostic_bbox_reg=True"]
-            if det == "faster_rcnn"
-            else []
-        ),
-        # Whether the export can drop an RPN (the drop_rpn ablation).
-        "rpn": det == "faster_rcnn",
-    }
-    for det in ("faster_rcnn", "retinanet", "fcos")
-}
-
-# Every detector a DETECTOR: prefix may name (the VOC harness, benchmarks/low_data.py, runs all).
-KNOWN_DETECTORS = (*DETECTORS, "cascade_rcnn", "detr")
+# The detectors this protocol runs (the R-CNN and the dense ones; Cascade R-CNN and DETR run in
+# the VOC harness, benchmarks/low_data.py).
+SUPPORTED = ("faster_rcnn", "retinanet", "fcos")
 # An ablation changes one thing against "main". Keys: proposals mode, pre-training length factor,
 # export switch, extra fine-tune overrides (both arms), budgets it runs at ("short": the shortest
 # only).
@@ -95,84 +85,14 @@ def _log(msg: str) -> None:
     print(f"[quality {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def _train_net(args: List[str], out_dir: Path) -> float:
-    """Runs train_net.py (resuming an interrupted run); returns the wall time in seconds."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    resume = ["--resume"] if (out_dir / "last_checkpoint").exists() else []
-    cmd = [
-        sys.executable,
-        str(REPO / "train_net.py"),
-        *resume,
-        *args,
-        f"train.output_dir={out_dir}",
-        "train.checkpointer.max_to_keep=1",
-    ]
-    t = time.time()
-    with open(out_dir / "train_net.log", "a") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-    if proc.returncode:
-        sys.exit(f"train_net.py failed (exit {proc.returncode}); see {out_dir / 'train_net.log'}")
-    return time.time() - t
-
-
-def errorbar(ax, pts, **kwargs) -> None:
-    """Plots ``[(x, {"mean", "min", "max"}), ...]`` as mean with min-max bars."""
-    ax.errorbar(
-        [x for x, _ in pts],
-        [m["mean"] for _, m in pts],
-        yerr=[[m["mean"] - m["min"] for _, m in pts], [m["max"] - m["mean"] for _, m in pts]],
-        marker="o",
-        capsize=3,
-        **kwargs,
-    )
-
-
-def write_report(report: Dict, out: Path, markdown, plot=None, log=None) -> None:
-    """Writes ``<out>.json``, ``<out>.md`` (and ``<out>.png`` with ``plot``); prints the markdown."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # Not Path.with_suffix: a report name may contain dots ("report_lr0.01").
-    Path(f"{out}.json").write_text(json.dumps(report, indent=1))
-    text = markdown(report)
-    Path(f"{out}.md").write_text(text)
-    if plot is not None:
-        plot(report, f"{out}.png")
-    print(text)
-
-
 def _parse_full_seeds(items: List[str]) -> Dict[str, int]:
     out = {}
     for item in items:
         det, _, n = item.partition("=")
-        if det not in DETECTORS or not n.isdigit() or int(n) < 1:
+        if det not in SUPPORTED or not n.isdigit() or int(n) < 1:
             raise SystemExit(f"--full-seeds: expected DETECTOR=N with N >= 1, got {item!r}")
         out[det] = int(n)
     return out
-
-
-def _opts_for(det: str, items: List[str], flag: str) -> List[str]:
-    """The ``key=value`` overrides of ``items`` that apply to ``det``: unprefixed ones apply to
-    every detector, ``DETECTOR:key=value`` to that detector only (the prefix is stripped, so a run's
-    directory name does not depend on how its overrides were spelled)."""
-    out = []
-    for item in items:
-        key, eq, _ = item.partition("=")
-        prefix, colon, _ = key.partition(":")
-        if not eq:
-            raise SystemExit(f"{flag}: expected [DETECTOR:]key=value, got {item!r}")
-        if not colon:
-            out.append(item)
-        elif prefix not in KNOWN_DETECTORS:
-            raise SystemExit(
-                f"{flag}: {prefix!r} in {item!r} is not one of {list(KNOWN_DETECTORS)}"
-            )
-        elif prefix == det:
-            out.append(item[len(prefix) + 1 :])
-    return out
-
-
-def _opts_tag(opts: List[str]) -> str:
-    """The part of a run directory's name that spells its overrides."""
-    return "".join(f"_{x}" for x in opts).replace("=", "-").replace("model.", "")
 
 
 def _parse_detector_variants(items: List[str]) -> Dict[str, List[str]]:
@@ -180,7 +100,7 @@ def _parse_detector_variants(items: List[str]) -> Dict[str, List[str]]:
     for item in items:
         det, _, names = item.partition("=")
         variants = names.split(",")
-        if det not in DETECTORS or not names or any(v not in VARIANTS for v in variants):
+        if det not in SUPPORTED or not names or any(v not in VARIANTS for v in variants):
             raise SystemExit(
                 f"--detector-variants: expected DETECTOR=VARIANT[,VARIANT...] with variants from "
                 f"{list(VARIANTS)}, got {item!r}"
@@ -203,9 +123,9 @@ class Harness:
         self.manifest_path = self.work / "runs.json"
         self.full_seeds = _parse_full_seeds(args.full_seeds)
         self.variants = _parse_detector_variants(args.detector_variants)
-        for det in DETECTORS:  # a misspelt prefix fails now, not after hours of other runs
-            _opts_for(det, args.pretrain_opts, "--pretrain-opts")
-            _opts_for(det, args.finetune_opts, "--finetune-opts")
+        for det in SUPPORTED:  # a misspelt prefix fails now, not after hours of other runs
+            opts_for(det, args.pretrain_opts, "--pretrain-opts")
+            opts_for(det, args.finetune_opts, "--finetune-opts")
         self.manifest = (
             json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}
         )
@@ -269,16 +189,16 @@ class Harness:
         v = VARIANTS[variant]
         mode = v.get("mode", "soco")
         iters = int(round(self.args.pretrain_iters * v.get("pretrain_factor", 1.0)))
-        opts = _opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
-        tag = f"{mode}_it{iters}" + _opts_tag(opts)
+        opts = opts_for(det, self.args.pretrain_opts, "--pretrain-opts")
+        tag = f"{mode}_it{iters}" + opts_tag(opts)
         run = self.work / det / "pretrain" / f"{tag}_seed{seed}"
         if not (run / "model_final.pth").exists():
             props = self.proposals(mode)
             _log(f"{det}: pre-training ({tag}, seed {seed}, {iters} iterations)")
-            secs = _train_net(
+            secs = train_net_resumable(
                 [
                     "--config-file",
-                    DETECTORS[det]["pretrain"],
+                    get_detector(det).config("pretrain", "cpu"),
                     f"dataloader.train.dataset.json_file={props}",
                     f"dataloader.train.dataset.image_root={self.images}",
                     f"train.max_iter={iters}",
@@ -303,14 +223,14 @@ class Harness:
     def finetune(self, det: str, variant: str, seed: int, budget: float, arm: str) -> Dict:
         v = VARIANTS[variant]
         iters = max(1, int(round(self.args.finetune_iters * budget)))
-        extra = list(v.get("finetune", [])) + _opts_for(
+        extra = list(v.get("finetune", [])) + opts_for(
             det, self.args.finetune_opts, "--finetune-opts"
         )
         if v.get("keep_reg"):
-            extra += DETECTORS[det]["keep_reg"]
+            extra += list(get_detector(det).keep_reg)
         # Both arms of a variant share one fine-tune config; scratch runs are shared by variants
         # whose fine-tune config is the same.
-        ft_key = "ft" + _opts_tag(extra)
+        ft_key = "ft" + opts_tag(extra)
         name = arm if arm == "scratch" else f"{arm}_{variant}"
         run = self.work / det / ft_key / f"{name}_b{budget:g}_seed{seed}"
         if not (run / "eval_results.json").exists():
@@ -323,10 +243,10 @@ class Harness:
                     self.export(det, pretrained, v.get("keep_reg", False), v.get("drop_rpn", False))
                 )
             _log(f"{det}: fine-tune {name} (budget {budget:g} = {iters} iterations, seed {seed})")
-            secs = _train_net(
+            secs = train_net_resumable(
                 [
                     "--config-file",
-                    DETECTORS[det]["finetune"],
+                    get_detector(det).config("finetune", "cpu"),
                     *self._datasets(),
                     f"train.init_checkpoint={init}",
                     f"train.max_iter={iters}",
@@ -351,7 +271,7 @@ class Harness:
         for det in self.args.detectors:
             for variant in self.variants.get(det, self.args.variants):
                 v = VARIANTS[variant]
-                if v.get("drop_rpn") and not DETECTORS[det]["rpn"]:
+                if v.get("drop_rpn") and not get_detector(det).has_rpn:
                     continue
                 vb = budgets[:1] if v.get("budgets") == "short" else budgets
                 arms = ["aligndet", "scratch"]
@@ -379,7 +299,7 @@ class Harness:
         out: Dict[str, float] = {}
         for key, v in self.manifest.items():
             det = key.split("/")[0]
-            if det in DETECTORS:
+            if det in SUPPORTED:
                 out[det] = out.get(det, 0.0) + v["seconds"]
         props = sum(v["seconds"] for k, v in self.manifest.items() if k.startswith("proposals/"))
         out["proposals"] = props
@@ -541,7 +461,7 @@ def main(argv=None):
         default="../shared/data/coco256",
         help="folder with images/ and annotations/{train,val}.json",
     )
-    p.add_argument("--detectors", nargs="+", default=["faster_rcnn"], choices=list(DETECTORS))
+    p.add_argument("--detectors", nargs="+", default=["faster_rcnn"], choices=list(SUPPORTED))
     p.add_argument("--variants", nargs="+", default=["main"], choices=list(VARIANTS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument(

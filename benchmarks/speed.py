@@ -34,17 +34,11 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+from aligndet_d2.experiment import REPO, RESULTS, get_detector
+
 COCO64 = REPO / "datasets" / "coco64"
 
-DETECTORS = {
-    det: {
-        "pretrain": f"configs/pretrain_box_{det}_cpu.py",
-        "finetune": f"configs/finetune_{det}_cpu.py",
-    }
-    for det in ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
-}
+SUPPORTED = ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
 # Targets of the project (issue text): pre-training step / supervised frozen step, and peak memory.
 TARGET_TIME_RATIO = 1.6
 TARGET_MEMORY_RATIO = 1.2
@@ -55,7 +49,11 @@ ARMS = ("pretrain", "supervised_frozen", "finetune", "supervised_adapters")
 # Capacity variants (Proper Reuse): arm -> fine-tune config, for the detectors that have one. Its
 # model runs on the CPU config's bundled data (dataloader and class count of ``finetune``).
 CAPACITY_ARMS = {
-    "faster_rcnn": {"supervised_frozen_wide": "configs/finetune_faster_rcnn_frozen_wide_voc_cpu.py"}
+    "faster_rcnn": {
+        "supervised_frozen_wide": get_detector("faster_rcnn").config(
+            "finetune", "voc_cpu", "frozen_wide"
+        )
+    }
 }
 
 
@@ -99,7 +97,7 @@ def _clustered(proposals: str) -> str:
         cluster_proposals(
             proposals,
             str(COCO64 / "images"),
-            "configs/pretrain_box_detr_cpu.py",
+            get_detector("detr").config("pretrain", "cpu"),
             str(out),
             settings,
         )
@@ -125,7 +123,8 @@ def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
     torch.set_flush_denormal(True)
     torch.manual_seed(0)
     np.random.seed(0)
-    paths = DETECTORS[detector]
+    det = get_detector(detector)
+    paths = {"pretrain": det.config("pretrain", "cpu"), "finetune": det.config("finetune", "cpu")}
     common = ["dataloader.train.num_workers=0"]
     if arm == "pretrain":
         cfg = _load_cfg(
@@ -233,7 +232,7 @@ def _loader_throughput(cfg, batches: int = 24) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
+    p.add_argument("--detectors", nargs="+", default=list(SUPPORTED), choices=list(SUPPORTED))
     p.add_argument("--steps", type=int, default=20, help="timed steps per arm")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--out", default=str(RESULTS / "speed"), help="report path without suffix")

@@ -2,7 +2,6 @@ import importlib.util
 import json
 import os
 import shutil
-import sys
 import warnings
 from pathlib import Path
 
@@ -18,14 +17,10 @@ COCO256 = Path(os.environ.get("ALIGNDET_COCO256", REPO.parent / "shared" / "data
 
 
 def load_benchmark(name: str):
-    """The module of ``benchmarks/<name>.py`` (scripts, not a package; they import siblings)."""
+    """The module of ``benchmarks/<name>.py`` (scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     return module
 
 

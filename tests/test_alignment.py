@@ -17,7 +17,7 @@ from detectron2.config import instantiate
 from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 
-DETECTORS = ["faster_rcnn", "retinanet", "fcos"]
+TESTED = ["faster_rcnn", "retinanet", "fcos"]
 
 
 def _cfg(det, extra=()):
@@ -66,7 +66,7 @@ def _shuffle_view2(batch):
         inst.gt_boxes = Boxes(inst.gt_boxes.tensor.roll(1, dims=0))
 
 
-@pytest.fixture(scope="module", params=DETECTORS)
+@pytest.fixture(scope="module", params=TESTED)
 def identical_views(request):
     det = request.param
     cfg = _cfg(
@@ -110,7 +110,7 @@ def test_shuffled_ids_give_accuracy_near_zero(identical_views):
         assert n >= 4 and acc < 0.05, (det, acc, n)
 
 
-@pytest.mark.parametrize("det", DETECTORS)
+@pytest.mark.parametrize("det", TESTED)
 def test_a_step_under_bfloat16_autocast(det):
     """What AMPTrainer does on a GPU (forward under autocast, backward and step outside), on the CPU
     in bfloat16: finite losses, the contrastive one in float32, finite updated weights."""
@@ -136,7 +136,7 @@ def test_a_step_under_bfloat16_autocast(det):
     assert sum(not torch.equal(a, b) for a, b in zip(before, after)) > len(after) // 2
 
 
-@pytest.mark.parametrize("det", DETECTORS)
+@pytest.mark.parametrize("det", TESTED)
 def test_every_metric_is_logged_once_per_step_from_the_online_branch(det):
     cfg = _cfg(det, ["dataloader.train.mapper.short_edge_lengths=[160,256]"])
     torch.manual_seed(0)

@@ -18,14 +18,14 @@ def permute_all(maps, k):
     return torch.cat([permute_to_N_HWA_K(x, k) for x in maps], dim=1)
 
 
-DETECTORS = ["retinanet", "fcos"]
+TESTED = ["retinanet", "fcos"]
 
 
 def _cfg(det, extra=()):
     return pretrain_cfg(det, extra, short_edge=160, max_size=256)
 
 
-@pytest.fixture(scope="module", params=DETECTORS)
+@pytest.fixture(scope="module", params=TESTED)
 def pair(request):
     torch.manual_seed(0)
     return request.param, instantiate(_cfg(request.param).model)
@@ -105,7 +105,7 @@ def test_best_sample_per_id_by_hand():
     assert not best_per_id(torch.full((3,), BACKGROUND_ID), torch.ones(3)).any()
 
 
-@pytest.mark.parametrize("det", DETECTORS)
+@pytest.mark.parametrize("det", TESTED)
 def test_fixed_set_is_one_best_match_per_proposal(det):
     model = instantiate(_cfg(det).model).online
     boxes = [[24.0, 24, 88, 72], [70, 60, 120, 124]]
@@ -151,7 +151,7 @@ def _tag_maps(features):
     return maps
 
 
-@pytest.mark.parametrize("det", DETECTORS)
+@pytest.mark.parametrize("det", TESTED)
 def test_flattening_keeps_images_apart(det):
     """Two images of different sizes: every sampled embedding must come from its id's image."""
     model = instantiate(_cfg(det).model).online
@@ -211,7 +211,7 @@ def test_retinanet_keeps_a_tiny_box_through_its_best_anchor():
     assert (samples.ids == 0).sum() >= 1 and torch.isfinite(losses["loss_box_reg"])  # ties match
 
 
-@pytest.mark.parametrize("det", DETECTORS)
+@pytest.mark.parametrize("det", TESTED)
 def test_pretraining_steps_lower_the_loss_and_align_the_boxes(det):
     np.random.seed(0)
     torch.manual_seed(0)
@@ -242,7 +242,7 @@ def test_pretraining_steps_lower_the_loss_and_align_the_boxes(det):
     assert fixed_acc[-1] >= 0.9, fixed_acc
 
 
-@pytest.mark.parametrize("det", DETECTORS)
+@pytest.mark.parametrize("det", TESTED)
 def test_dense_pretraining_detector_refuses_inference_and_supervised_training(det):
     model = instantiate(_cfg(det).model).online
     image = [{"image": torch.zeros(3, 128, 128, dtype=torch.uint8)}]

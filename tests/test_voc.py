@@ -18,7 +18,7 @@ from aligndet_d2.data.voc import VOCError, read_voc_split, register_voc, voc_sub
 from aligndet_d2.engine.train_loop import do_train
 
 VOC = Path(os.environ.get("ALIGNDET_VOC2007", REPO.parent / "shared" / "data" / "voc2007"))
-DETECTORS = ("faster_rcnn", "retinanet", "fcos")
+TESTED = ("faster_rcnn", "retinanet", "fcos")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_evaluators_score_ground_truth_100(voc, tmp_path):
 
 
 def test_paper_voc_settings():
-    for det in DETECTORS:
+    for det in TESTED:
         cfg = LazyConfig.load(str(CONFIGS / f"finetune_{det}_voc.py"))
         assert cfg.dataloader.train.dataset.names == ("voc_2007_trainval", "voc_2012_trainval")
         assert cfg.dataloader.test.dataset.names.split == "test"
@@ -123,7 +123,7 @@ def test_paper_voc_settings():
         assert n == 20
 
 
-@pytest.mark.parametrize("det", DETECTORS)
+@pytest.mark.parametrize("det", TESTED)
 def test_voc_cpu_config_trains_and_evaluates(det, voc, tmp_path):
     """Each CPU VOC config on a low-data split of 4 real VOC train images: 2 steps, then the VOC,
     COCO, class-agnostic and class-frequency evaluators on 4 real val images."""

@@ -28,7 +28,7 @@ import torch
 
 __all__ = [
     "CONVERTED_AUTHOR",
-    "DETECTORS",
+    "CONVERTIBLE",
     "FAMILIES",
     "LAYOUTS",
     "PIXEL_MEAN",
@@ -178,15 +178,15 @@ FAMILIES: Tuple[Family, ...] = (
     # No FPN: the ResNet is the backbone itself, as in Detectron2's DETR project.
     Family("DETR", ("detr",), "backbone"),
 )
-DETECTORS: Tuple[str, ...] = tuple(d for fam in FAMILIES for d in fam.detectors)
+CONVERTIBLE: Tuple[str, ...] = tuple(d for fam in FAMILIES for d in fam.detectors)
 
 
 def family_of(detector: str) -> Family:
-    """The :data:`FAMILIES` entry of a detector name of :data:`DETECTORS`."""
+    """The :data:`FAMILIES` entry of a detector name of :data:`CONVERTIBLE`."""
     for fam in FAMILIES:
         if detector in fam.detectors:
             return fam
-    raise ValueError(f"unknown detector {detector!r}; known: {list(DETECTORS)}")
+    raise ValueError(f"unknown detector {detector!r}; known: {list(CONVERTIBLE)}")
 
 
 @dataclass
@@ -368,14 +368,14 @@ def config_overrides(depth: int, root: str = "model", detector: str = "faster_rc
     the stride in the 3x3 conv, and the depth when it is not 50.
 
     Each override names a node the configs of ``detector`` already have, so that it applies and
-    the config builds (the configs of :data:`DETECTORS`; their own values, already right for DETR,
+    the config builds (the configs of :data:`CONVERTIBLE`; their own values, already right for DETR,
     are restated).
 
     Args:
         depth: the ResNet's depth (:attr:`Conversion.depth`).
         root: the detector's config node: ``model`` in a fine-tune config, ``model.detector`` in a
             pre-training one (which has no test loader).
-        detector: a :data:`DETECTORS` name: where its ResNet is and whether it takes
+        detector: a :data:`CONVERTIBLE` name: where its ResNet is and whether it takes
             ``input_format`` (:data:`FAMILIES`).
 
     Returns:

@@ -19,7 +19,7 @@ import sys
 from typing import List, Optional
 
 from ..checkpoint.convert import (
-    DETECTORS,
+    CONVERTIBLE,
     FAMILIES,
     LAYOUTS,
     BackboneConversionError,
@@ -90,7 +90,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     p.add_argument(
         "--detector",
-        choices=DETECTORS,
+        choices=CONVERTIBLE,
         help="the detector the weights are for: sets the default --prefix and prints its "
         "overrides only (default: every family's)",
     )

@@ -2,7 +2,8 @@
 
 Stages: selective-search proposals for the train images (and pictures of them and of the two views)
 -> box-domain pre-training of the detector (Faster R-CNN by default, or RetinaNet, FCOS, Cascade
-R-CNN, DETR; DETR's proposals are first clustered into pseudo-classes) on the proposals -> export -> fine-tuning on the train labels from the export -> the same fine-tuning with
+R-CNN, DETR; DETR's proposals are first clustered into pseudo-classes) on the proposals ->
+export -> fine-tuning on the train labels from the export -> the same fine-tuning with
 neck and heads from scratch -> COCO AP of both on the val images, 80-class and class-agnostic. Each
 training stage runs ``train_net.py``; its full log is written next to its outputs and its progress
 lines are shown here.
@@ -13,12 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
+from ..experiment import DETECTORS, get_detector, run_train_net
 from . import proposals as proposals_cli
 from . import visualize_views
 
@@ -26,9 +27,6 @@ __all__ = ["main"]
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_DATA = REPO / "datasets" / "coco64"
-# Lines of train_net.py's output worth showing while it runs.
-DETECTORS = ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
-_PROGRESS = ("eta:", "Overall training speed", "copypaste:", "Error", "error:", "Traceback")
 
 
 def _stage(n: int, total: int, text: str) -> None:
@@ -37,20 +35,7 @@ def _stage(n: int, total: int, text: str) -> None:
 
 def _train_net(args: List[str], log: Path) -> None:
     """Runs train_net.py, saving its whole output to `log` and echoing its progress lines."""
-    cmd = [sys.executable, str(REPO / "train_net.py"), *args]
-    print("  $ " + " ".join(cmd[1:]), flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as f:
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
-        )
-        for line in proc.stdout:
-            f.write(line)
-            if any(p in line for p in _PROGRESS):
-                start = line.find("eta:")
-                print("  " + line[max(start, 0) :].rstrip()[:150], flush=True)
-        if proc.wait():
-            raise SystemExit(f"[demo] train_net.py failed (exit {proc.returncode}); see {log}")
+    run_train_net(args, log, echo=True, name="demo")
 
 
 def _results(output_dir: Path) -> dict:
@@ -70,7 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument(
         "--detector",
         default="faster_rcnn",
-        choices=DETECTORS,
+        choices=list(DETECTORS),
         help="the detector pre-trained and fine-tuned (CPU configs)",
     )
     p.add_argument("--pretrain-iters", type=int, default=192, help="pre-training iterations")
@@ -84,8 +69,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     det = args.detector
     out = Path(args.output_dir).resolve() / det
     props = out / "proposals" / "train.json"
-    pretrain_cfg = f"configs/pretrain_box_{det}_cpu.py"
-    finetune_cfg = f"configs/finetune_{det}_cpu.py"
+    detector = get_detector(det)
+    pretrain_cfg = detector.config("pretrain", "cpu")
+    finetune_cfg = detector.config("finetune", "cpu")
     exported = out / f"aligndet_{det}_cpu.pth"
     total = 6
 
@@ -138,8 +124,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         ]
     )
 
-    if det == "detr":
+    if detector.needs_clusters:
         # DETR's classes are clusters of the proposals (pretrain_box_detr_cpu.py's settings).
+        settings = detector.cluster_settings
         from . import cluster_proposals
 
         clustered = out / "proposals" / "train_k16.json"
@@ -157,11 +144,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 "--num-clusters",
                 "16",
                 "--max-proposals",
-                "20",
+                str(settings["max_proposals"]),
                 "--short-edge",
-                "320",
+                str(settings["short_edge"]),
                 "--max-size",
-                "533",
+                str(settings["max_size"]),
             ]
         ):
             return 1
