@@ -67,8 +67,9 @@ def markdown(r) -> str:
         f"Command: `{r['command']}`",
         "",
         f"{r['num_proposals']} proposals of {r['json']} ({r['feature_dim']}-d RoI features of "
-        f"{r['config']}'s backbone, {r['feature_seconds']:.0f} s to compute), PCA to {r['pca_dim']}, "
-        f"k-means with K = {r['num_clusters']}, {r['n_init']} restarts, seed {r['seed']}.",
+        f"{r['config']}'s backbone, {r['feature_seconds']:.0f} s to compute), "
+        f"PCA to {r['pca_dim']}, k-means with K = {r['num_clusters']}, {r['n_init']} restarts, "
+        f"seed {r['seed']}.",
         "",
         "| library | PCA s | k-means s | inertia (same PCA space) |",
         "|---|---|---|---|",

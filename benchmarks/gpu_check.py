@@ -215,7 +215,8 @@ def main(argv=None) -> int:
             )
         pt, sv = results[det]["pretrain"], results[det]["supervised_frozen"]
         say(
-            f"{det:12s} pre-training / supervised: time x{pt['s_per_iter'] / sv['s_per_iter']:.2f}, "
+            f"{det:12s} pre-training / supervised: "
+            f"time x{pt['s_per_iter'] / sv['s_per_iter']:.2f}, "
             f"memory x{pt['peak_gpu_mb'] / sv['peak_gpu_mb']:.2f}"
         )
     ok = all(r["finite"] for d in results.values() for r in d.values())

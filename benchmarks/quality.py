@@ -76,8 +76,8 @@ METRICS = [
     ("bbox_agnostic", "AP"),
     ("bbox_agnostic", "AP50"),
 ]
-# AP50 by class frequency in the fine-tune's labeled images (the CPU configs' FrequencyCOCOEvaluator;
-# runs made before it was added have none).
+# AP50 by class frequency in the fine-tune's labeled images (the CPU configs'
+# FrequencyCOCOEvaluator; runs made before it was added have none).
 FREQUENCY_BINS = ("rare", "common", "frequent")
 
 
@@ -382,8 +382,8 @@ def markdown(report: Dict) -> str:
     if freq:
         lines += [
             "",
-            "AP50 by class frequency (COCO-style AP50 averaged over the classes of each bin, the bins "
-            "by the number of labeled train images that contain the class: rare 1-10, common "
+            "AP50 by class frequency (COCO-style AP50 averaged over the classes of each bin, the "
+            "bins by the number of labeled train images that contain the class: rare 1-10, common "
             "11-100, frequent > 100; a class in no labeled image is rare; -: no class in the bin):",
             "",
             "| detector | variant | fine-tune iters | arm | seeds | "

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
-"""Rewrites the README's results section from the benchmark reports in benchmarks/results/.
+"""Rewrites the tables of benchmarks/README.md and the README's headline table from the benchmark
+reports in benchmarks/results/.
 
     python benchmarks/readme_tables.py
 
-The section lies between the markers `<!-- results:start -->` and `<!-- results:end -->`.
+Each lies between markers: `<!-- results:start -->` / `<!-- results:end -->` in
+benchmarks/README.md, `<!-- headline:start -->` / `<!-- headline:end -->` in README.md.
 """
 
 from __future__ import annotations
@@ -14,6 +16,67 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
+# The README's headline rows: (detector, fine-tune and AlignDet arm as the low-data report names
+# them, labeled %, pre-training config and overrides, fine-tune config and overrides).
+HEADLINE = (
+    (
+        "faster_rcnn",
+        "ft_frozen_backbone.bottom_up.adapters-parallel",
+        "aligndet it1250",
+        10.0,
+        "pretrain_box_faster_rcnn_cpu.py train.max_iter=1250",
+        "finetune_faster_rcnn_frozen_voc_cpu.py model.backbone.bottom_up.adapters=parallel",
+    ),
+    (
+        "faster_rcnn",
+        "ft_frozen_backbone.bottom_up.adapters-parallel",
+        "aligndet it1250",
+        5.0,
+        "pretrain_box_faster_rcnn_cpu.py train.max_iter=1250",
+        "finetune_faster_rcnn_frozen_voc_cpu.py model.backbone.bottom_up.adapters=parallel",
+    ),
+    (
+        "faster_rcnn",
+        "ft",
+        "aligndet it2500",
+        10.0,
+        "pretrain_box_faster_rcnn_cpu.py train.max_iter=2500",
+        "finetune_faster_rcnn_voc_cpu.py",
+    ),
+    (
+        "cascade_rcnn",
+        "ft",
+        "aligndet it312",
+        10.0,
+        "pretrain_box_cascade_rcnn_cpu.py train.max_iter=312",
+        "finetune_cascade_rcnn_voc_cpu.py",
+    ),
+    (
+        "fcos",
+        "ft",
+        "aligndet it1250",
+        10.0,
+        "pretrain_box_fcos_cpu.py train.max_iter=1250",
+        "finetune_fcos_voc_cpu.py",
+    ),
+    (
+        "retinanet",
+        "ft",
+        "aligndet it1250",
+        10.0,
+        "pretrain_box_retinanet_cpu.py train.max_iter=1250",
+        "finetune_retinanet_voc_cpu.py",
+    ),
+    (
+        "detr",
+        "ft",
+        "aligndet it312 (k256)",
+        10.0,
+        "pretrain_box_detr_cpu.py train.max_iter=312",
+        "finetune_detr_voc_cpu.py",
+    ),
+)
 
 
 def _load(name: str):
@@ -186,9 +249,9 @@ def low_data_table(r) -> str:
         n = len(d["seeds"])
         lines += [
             "",
-            f"Backbone modes (Proper Reuse), {d['detector']}, {d['percent']:g} % labeled: final VOC "
-            f"AP50, mean over folds {d['seeds']}; AlignDet minus the best scratch arm of any mode "
-            "in the same fold, and in how many folds it is above.",
+            f"Backbone modes (Proper Reuse), {d['detector']}, {d['percent']:g} % labeled: final "
+            f"VOC AP50, mean over folds {d['seeds']}; AlignDet minus the best scratch arm of any "
+            "mode in the same fold, and in how many folds it is above.",
             "",
             "| backbone | scratch | AlignDet | AlignDet minus best scratch | folds above |",
             "|---|---|---|---|---|",
@@ -208,6 +271,41 @@ def low_data_table(r) -> str:
     return "\n".join(lines)
 
 
+def _config(text: str) -> str:
+    name, *overrides = text.split()
+    return f"[`{name}`](configs/{name})" + "".join(f" `{o}`" for o in overrides)
+
+
+def headline_table(r) -> str:
+    """The README's table: a few rows of the low-data report, each naming its configs."""
+    paired = {
+        (d["detector"], d["finetune"], d["arm"], d["percent"]): d for d in r["summary"]["paired"]
+    }
+    lines = [
+        "| detector | pre-training (config, overrides) | fine-tune (config, overrides) | labeled | "
+        "folds | scratch VOC AP50 | AlignDet VOC AP50 | gain (min to max) | folds above |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for det, ft, arm, percent, pre, fine in HEADLINE:
+        d = paired.get((det, ft, arm, percent))
+        if d is None:
+            continue  # not in the report (yet)
+        m, n = d["bbox_voc/AP50"], len(d["seeds"])
+        lines.append(
+            f"| {det} | {_config(pre)} | {_config(fine)} | {percent:g} % | {n} | "
+            f"{m['scratch_mean']:.2f} | {m['scratch_mean'] + m['mean']:.2f} | {m['mean']:+.2f}"
+            + (f" ({m['min']:+.2f} to {m['max']:+.2f})" if n > 1 else "")
+            + f" | {m['folds_above']}/{n} |"
+        )
+    return "\n".join(lines)
+
+
+def _between(path: Path, start: str, end: str, body: str) -> None:
+    text = path.read_text()
+    a, b = text.index(start) + len(start), text.index(end)
+    path.write_text(text[:a] + "\n" + body + "\n" + text[b:])
+
+
 def main() -> None:
     parts = []
     for name, fn in (
@@ -224,11 +322,13 @@ def main() -> None:
             gpu = [r for r in map(_load, ("gpu_check_float16", "gpu_check_bfloat16")) if r]
             if gpu:
                 parts.append(gpu_table(gpu))
-    readme = REPO / "README.md"
-    text = readme.read_text()
-    a, b = text.index(START) + len(START), text.index(END)
-    readme.write_text(text[:a] + "\n" + "\n\n".join(parts) + "\n" + text[b:])
-    print(f"updated {readme} from {len(parts)} report(s)")
+    page = REPO / "benchmarks" / "README.md"
+    # The tables link the reports from the repository root; this page sits in benchmarks/.
+    _between(page, START, END, "\n\n".join(parts).replace("](benchmarks/", "]("))
+    low_data = _load("low_data")
+    if low_data is not None:
+        _between(REPO / "README.md", HEADLINE_START, HEADLINE_END, headline_table(low_data))
+    print(f"updated {page} from {len(parts)} report(s) and the README's headline table")
 
 
 if __name__ == "__main__":

@@ -34,11 +34,10 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from aligndet_d2.experiment import REPO, RESULTS, get_detector
+from aligndet_d2.experiment import DETECTORS, REPO, RESULTS, get_detector
 
 COCO64 = REPO / "datasets" / "coco64"
 
-SUPPORTED = ("faster_rcnn", "retinanet", "fcos", "cascade_rcnn", "detr")
 # Targets of the project (issue text): pre-training step / supervised frozen step, and peak memory.
 TARGET_TIME_RATIO = 1.6
 TARGET_MEMORY_RATIO = 1.2
@@ -232,7 +231,7 @@ def _loader_throughput(cfg, batches: int = 24) -> float:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--detectors", nargs="+", default=list(SUPPORTED), choices=list(SUPPORTED))
+    p.add_argument("--detectors", nargs="+", default=list(DETECTORS), choices=list(DETECTORS))
     p.add_argument("--steps", type=int, default=20, help="timed steps per arm")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--out", default=str(RESULTS / "speed"), help="report path without suffix")

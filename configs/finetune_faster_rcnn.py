@@ -6,8 +6,8 @@
 #   python train_net.py --config-file configs/finetune_faster_rcnn.py --num-gpus 8 \
 #       train.init_checkpoint=output/aligndet_faster_rcnn.pth
 #
-# Detectron2's 1x schedule with lr x1.5 and weight decay / 2 (DESIGN.md 2.7); the box head has the
-# pre-training shape (4 conv + 1 fc).
+# Detectron2's 1x schedule with lr x1.5 and weight decay / 2 (docs/DESIGN.md 2.7); the box head has
+# the pre-training shape (4 conv + 1 fc).
 from detectron2.model_zoo import get_config
 
 from .common.data import finetune as dataloader

@@ -1,6 +1,6 @@
 # Fine-tuning RetinaNet R-50-FPN on COCO from an AlignDet export, or from scratch neck and head (the
 # baseline uses this very config with ImageNet backbone weights only). Detectron2's RetinaNet 1x
-# config with lr x1.5 and weight decay / 2 (DESIGN.md 2.7).
+# config with lr x1.5 and weight decay / 2 (docs/DESIGN.md 2.7).
 #
 #   python tools/export.py --checkpoint output/pretrain_box_retinanet/model_final.pth \
 #       --output output/aligndet_retinanet.pth --finetune-config configs/finetune_retinanet.py

@@ -1,4 +1,4 @@
-# AlignDet box-domain pre-training of DETR R-50, the paper setting (DESIGN.md 2.4 and 2.7).
+# AlignDet box-domain pre-training of DETR R-50, the paper setting (docs/DESIGN.md 2.4 and 2.7).
 #
 #   python tools/proposals.py generate --image-root datasets/coco/train2017 \
 #       --output datasets/coco/proposals/train2017_soco.json --workers 32

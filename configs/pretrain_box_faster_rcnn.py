@@ -1,4 +1,5 @@
-# AlignDet box-domain pre-training of Faster R-CNN R-50-FPN, the paper setting (DESIGN.md 2.3-2.7).
+# AlignDet box-domain pre-training of Faster R-CNN R-50-FPN, the paper setting
+# (docs/DESIGN.md 2.3-2.7).
 #
 #   python tools/proposals.py generate --image-root datasets/coco/train2017 \
 #       --output datasets/coco/proposals/train2017_soco.json --workers 32

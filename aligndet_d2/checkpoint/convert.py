@@ -122,8 +122,9 @@ LAYOUTS: Tuple[Layout, ...] = (
         "dino",
         ("teacher",),
         ("module.backbone.", "backbone."),
-        "DINO full checkpoints (facebookresearch/dino: dino_resnet50_pretrain_full_checkpoint.pth): "
-        "the teacher, the network DINO evaluates; the student and the heads are ignored",
+        "DINO full checkpoints (facebookresearch/dino: "
+        "dino_resnet50_pretrain_full_checkpoint.pth): the teacher, the network DINO evaluates; "
+        "the student and the heads are ignored",
     ),
     Layout(
         "swav",

@@ -1,11 +1,11 @@
 """Export of a pre-training checkpoint to a plain Detectron2 checkpoint, and the key report.
 
 The export keeps the online detector only and drops its projection layers; the RPN is kept whole
-unless asked to drop it (an ablation: the RPN learns to propose selective-search-like boxes).
-The last box-regression layers (R-CNN ``roi_heads.box_predictor.bbox_pred``, RetinaNet / FCOS
+unless asked to drop it (an ablation: the RPN learns to propose selective-search-like boxes). The
+last box-regression layers (R-CNN ``roi_heads.box_predictor.bbox_pred``, RetinaNet / FCOS
 ``head.bbox_pred`` and FCOS ``head.ctrness``) are dropped by default, as the reference does, or kept
-(DESIGN.md 2.6). A kept R-CNN regressor is class-agnostic: it loads only into a fine-tune config
-with ``cls_agnostic_bbox_reg=True``.
+(docs/DESIGN.md 2.6). A kept R-CNN regressor is class-agnostic: it loads only into a fine-tune
+config with ``cls_agnostic_bbox_reg=True``.
 """
 
 from __future__ import annotations

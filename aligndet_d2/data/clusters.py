@@ -1,4 +1,5 @@
-"""Cluster pseudo-labels of proposals, the classes of AlignDet's DETR pre-training (DESIGN.md 2.4).
+"""Cluster pseudo-labels of proposals: the classes of AlignDet's DETR pre-training
+(docs/DESIGN.md 2.4).
 
 For each proposal: RoIAlign of the frozen backbone's last feature map (the backbone pre-training
 will use), averaged over the RoI -> one vector; PCA to 256-d and k-means with K clusters over all

@@ -61,7 +61,7 @@ class ProposalsError(ValueError):
 
 @dataclass(frozen=True)
 class ProposalFilter:
-    """Which selective-search boxes to keep (defaults: SoCo's filter, DESIGN.md 2.1).
+    """Which selective-search boxes to keep (defaults: SoCo's filter, docs/DESIGN.md 2.1).
 
     Args:
         min_size: minimum box width and height in pixels.

@@ -1,7 +1,8 @@
 """Low-data splits of a COCO json: a labeled subset per percent and seed, and the rest.
 
 The files are named as SoftTeacher and AlignDet name theirs (``<stem>.<seed>@<percent>.json`` and
-``<stem>.<seed>@<percent>-unlabeled.json``), so configs written for their semi-COCO splits find them.
+``<stem>.<seed>@<percent>-unlabeled.json``), so configs written for their semi-COCO splits find
+them.
 
 Which images are labeled: each seed draws one permutation of the images that have at least one
 non-crowd box (numpy's PCG64 generator, whose stream is the same on every platform and numpy
@@ -111,7 +112,8 @@ def write_low_data_splits(
     *,
     nested: bool = True,
 ) -> List[Dict[str, Any]]:
-    """Writes ``<stem>.<seed>@<percent>.json`` and ``...-unlabeled.json`` for every percent and seed.
+    """Writes ``<stem>.<seed>@<percent>.json`` and ``...-unlabeled.json`` for every percent and
+    seed.
 
     Args:
         json_file: a COCO instances json.

@@ -1,4 +1,4 @@
-"""The two-view dataset mapper of box-domain pre-training (DESIGN.md 2.2).
+"""The two-view dataset mapper of box-domain pre-training (docs/DESIGN.md 2.2).
 
 The image is read once; each view gets its own random resize, horizontal flip and one photometric
 op. There is no crop, so every proposal is visible in both views, and no box is ever dropped in one
@@ -30,7 +30,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# The nine ops of DESIGN.md 2.2, each chosen with probability 1/9, magnitude m in 1..9.
+# The nine ops of docs/DESIGN.md 2.2, each chosen with probability 1/9, magnitude m in 1..9.
 PHOTOMETRIC_OPS = (
     "identity",
     "autocontrast",
@@ -118,12 +118,13 @@ class TwoViewMapper:
     Works with ``build_detection_train_loader(mapper=TwoViewMapper(...))`` and aspect-ratio grouping
     (the output keeps the dataset dict's ``height`` / ``width``).
 
-    Output dict: the input's ``file_name``, ``image_id``, ``height``, ``width``, ``views``: a
-    list of two dicts, each ``{"image": (C, H_v, W_v) uint8 tensor, "instances": Instances}`` whose
+    Output dict: the input's ``file_name``, ``image_id``, ``height``, ``width``, ``views``: a list
+    of two dicts, each ``{"image": (C, H_v, W_v) uint8 tensor, "instances": Instances}`` whose
     instances hold ``gt_boxes`` (N boxes in the view's pixels), ``gt_ids`` ((N,) int64, the
-    proposal's index in the image's list, identical in both views) and ``gt_classes`` ((N,)
-    the annotations' ``category_id``: 0 for plain proposals, the cluster for clustered ones), and ``degenerate_boxes``: how many proposals were dropped from both views for being
-    under 1 px wide or high in one of them after clipping.
+    proposal's index in the image's list, identical in both views) and ``gt_classes`` ((N,) the
+    annotations' ``category_id``: 0 for plain proposals, the cluster for clustered ones), and
+    ``degenerate_boxes``: how many proposals were dropped from both views for being under 1 px wide
+    or high in one of them after clipping.
     """
 
     def __init__(

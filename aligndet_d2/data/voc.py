@@ -2,10 +2,10 @@
 
 Detectron2's ``register_pascal_voc`` reads a ``VOC20xx`` folder (``Annotations/``, ``JPEGImages/``,
 ``ImageSets/Main/<split>.txt``) and its ``PascalVOCDetectionEvaluator`` scores exactly the images of
-``<split>.txt``. :func:`register_voc` adds what the COCO-style evaluators need, a COCO json of the same
-images (Detectron2's own conversion, cached), and :func:`voc_subset` makes a folder whose split file
-lists a chosen part of the images (a fixed evaluation subset, a held-out part of ``train``) with the
-annotations and images linked, not copied.
+``<split>.txt``. :func:`register_voc` adds what the COCO-style evaluators need, a COCO json of the
+same images (Detectron2's own conversion, cached), and :func:`voc_subset` makes a folder whose split
+file lists a chosen part of the images (a fixed evaluation subset, a held-out part of ``train``)
+with the annotations and images linked, not copied.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ def register_voc(
 
     Configs call it through ``LazyCall`` (``names=L(register_voc)(name=..., dirname=...,
     split=...)``). The metadata has what ``PascalVOCDetectionEvaluator`` needs (``dirname``,
-    ``split``, ``year``, VOC's 20 ``thing_classes``) and a ``json_file``: the split converted to COCO
-    format by Detectron2 (written once under ``coco_cache_dir``, its name keyed by the split's image
-    list), so that ``COCOEvaluator`` and the class-agnostic evaluator score the same images. The COCO
-    conversion keeps ``difficult`` boxes as ordinary ground truth, as Detectron2's VOC loader does;
-    only the VOC evaluator ignores them.
+    ``split``, ``year``, VOC's 20 ``thing_classes``) and a ``json_file``: the split converted to
+    COCO format by Detectron2 (written once under ``coco_cache_dir``, its name keyed by the split's
+    image list), so that ``COCOEvaluator`` and the class-agnostic evaluator score the same images.
+    The COCO conversion keeps ``difficult`` boxes as ordinary ground truth, as Detectron2's VOC
+    loader does; only the VOC evaluator ignores them.
 
     A name Detectron2 registers itself (``voc_2007_test`` from ``$DETECTRON2_DATASETS``) keeps its
     folder and gets the COCO json only.
@@ -99,8 +99,8 @@ def voc_subset(voc_dir: str, output_dir: str, split: str, image_ids: Sequence[st
     """A VOC folder for a part of ``voc_dir``'s images; returns its path (``output_dir``).
 
     ``output_dir/Annotations`` and ``output_dir/JPEGImages`` are symbolic links to ``voc_dir``'s;
-    ``output_dir/ImageSets/Main/<split>.txt`` lists ``image_ids`` in the given order. Calling it again
-    with the same arguments changes nothing.
+    ``output_dir/ImageSets/Main/<split>.txt`` lists ``image_ids`` in the given order. Calling it
+    again with the same arguments changes nothing.
 
     Raises:
         VOCError: ``voc_dir`` is not a VOC folder, an id has no annotation file, or

@@ -113,8 +113,8 @@ class ResumingEvalHook(hooks.EvalHook):
         missing = comm.all_gather(missing)[0]
         if missing:
             logger.info(
-                f"resumed at iteration {start}: running the evaluation after iteration {start - 1}, "
-                "which the interrupted run did not write"
+                f"resumed at iteration {start}: running the evaluation after iteration "
+                f"{start - 1}, which the interrupted run did not write"
             )
             storage = self.trainer.storage
             storage.iter = start - 1

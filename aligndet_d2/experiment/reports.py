@@ -31,7 +31,8 @@ def write_report(
     markdown: Callable[[Dict], str],
     plot: Optional[Callable[[Dict, str], None]] = None,
 ) -> None:
-    """Writes ``<out>.json``, ``<out>.md`` (and ``<out>.png`` with ``plot``); prints the markdown."""
+    """Writes ``<out>.json``, ``<out>.md`` (and ``<out>.png`` with ``plot``); prints the
+    markdown."""
     out.parent.mkdir(parents=True, exist_ok=True)
     # Not Path.with_suffix: a report name may contain dots ("report_lr0.01").
     Path(f"{out}.json").write_text(json.dumps(report, indent=1))

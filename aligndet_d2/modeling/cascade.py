@@ -1,4 +1,4 @@
-"""Cascade R-CNN for box-domain pre-training (DESIGN.md 2.4: the reference pre-trains HTC).
+"""Cascade R-CNN for box-domain pre-training (docs/DESIGN.md 2.4: the reference pre-trains HTC).
 
 :class:`ContrastiveCascadeROIHeads` is Detectron2's ``CascadeROIHeads`` with each stage's
 classifier replaced by a projection (:class:`~aligndet_d2.modeling.rcnn.ContrastiveOutputLayers`):
@@ -156,6 +156,7 @@ class ContrastiveCascadeROIHeads(CascadeROIHeads):
         rois = self._label(rois, targets, 0, sample=True)
         n = self.num_cascade_stages
         losses, samples = {}, []
+        prev_boxes = None  # stage k refines the boxes stage k - 1 predicted
         for k in range(n):
             if k > 0:
                 rois = self._label(self.refined_rois(rois, prev_boxes), targets, k, sample=False)

@@ -1,4 +1,4 @@
-"""The box-level contrastive loss of AlignDet (DESIGN.md 2.5), shared by every detector.
+"""The box-level contrastive loss of AlignDet (docs/DESIGN.md 2.5), shared by every detector.
 
 Samples are embeddings with an instance id: ids >= 0 are proposals (unique across the batch), and
 :data:`BACKGROUND_ID` marks background samples (anchors / points of the dense detectors), which are

@@ -1,4 +1,4 @@
-"""RetinaNet and FCOS for box-domain pre-training (DESIGN.md 2.4).
+"""RetinaNet and FCOS for box-domain pre-training (docs/DESIGN.md 2.4).
 
 Both replace the class logits by a projection to one embedding per anchor (RetinaNet) or point
 (FCOS), label anchors / points with the batch-unique id of their pseudo-GT box (background:

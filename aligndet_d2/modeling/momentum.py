@@ -1,4 +1,4 @@
-"""The online / momentum detector pair of box-domain pre-training (DESIGN.md 2.3).
+"""The online / momentum detector pair of box-domain pre-training (docs/DESIGN.md 2.3).
 
 The online detector sees view 1 and gets gradients; the momentum detector, an exponential moving
 average of it, sees view 2 under ``no_grad``. The loss is the box-level contrastive loss between

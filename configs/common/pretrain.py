@@ -1,4 +1,4 @@
-# What every paper-setting pre-training config shares (DESIGN.md 2.7): the proposals + two-view
+# What every paper-setting pre-training config shares (docs/DESIGN.md 2.7): the proposals + two-view
 # data, SGD with momentum 0.9 and weight decay 1e-4 at 16 images per batch, 12 epochs of COCO
 # train2017.
 from detectron2.model_zoo import get_config

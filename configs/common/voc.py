@@ -1,4 +1,4 @@
-# Pascal VOC fine-tuning and evaluation (DESIGN.md 2.7), for any detector config: the paper's
+# Pascal VOC fine-tuning and evaluation (docs/DESIGN.md 2.7), for any detector config: the paper's
 # transfer (VOC07+12 trainval -> VOC07 test) and the CPU-sized low-data setting (a split of VOC 2007
 # train -> VOC 2007 val). The configs set their classifier to NUM_CLASSES and the schedule's length.
 #

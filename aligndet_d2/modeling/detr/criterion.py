@@ -81,7 +81,7 @@ class SetCriterion(nn.Module):
         target_classes = torch.full(
             logits.shape[:2], self.num_classes, dtype=torch.int64, device=logits.device
         )
-        target_classes[b, q] = torch.cat([l[t] for l, (_, t) in zip(tgt_labels, idx)])
+        target_classes[b, q] = torch.cat([lab[t] for lab, (_, t) in zip(tgt_labels, idx)])
         logits_t = logits.float().transpose(1, 2)
         if self.class_normalizer == "weights":
             loss_ce = F.cross_entropy(logits_t, target_classes, self.empty_weight)

@@ -15,7 +15,7 @@ class HungarianMatcher(nn.Module):
     """One-to-one assignment minimising ``w_class * -p(class) + w_bbox * L1 + w_giou * -GIoU``.
 
     With ``cost_class=0`` the class scores are never read (AlignDet's instance match of proposals to
-    queries: box costs only, DESIGN.md 2.4; the released code indexed class probabilities by
+    queries: box costs only, docs/DESIGN.md 2.4; the released code indexed class probabilities by
     instance id).
 
     Args:

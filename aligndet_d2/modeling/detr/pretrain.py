@@ -1,4 +1,4 @@
-"""AlignDet's box-domain pre-training of DETR (DESIGN.md 2.4).
+"""AlignDet's box-domain pre-training of DETR (docs/DESIGN.md 2.4).
 
 The proposals' cluster ids are DETR's classes (``tools/cluster_proposals.py``): the set loss
 matches every decoder layer to the proposals with cost 1 class + 5 L1 + 2 GIoU, the no-object
@@ -30,7 +30,8 @@ __all__ = ["AlignDetDETR"]
 
 
 class AlignDetDETR(DETR):
-    """DETR with a projector on its decoder outputs, for :class:`~aligndet_d2.modeling.MomentumPair`.
+    """DETR with a projector on its decoder outputs, for
+    :class:`~aligndet_d2.modeling.MomentumPair`.
 
     Args:
         instance_matcher: the box-only matcher of proposals to queries (its ``cost_class`` must be

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import nn
