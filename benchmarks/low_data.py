@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import fcntl
 import json
 import math
 import os
@@ -49,14 +48,17 @@ from aligndet_d2.experiment import (
     DETECTORS,
     REPO,
     RESULTS,
+    Manifest,
+    Run,
     code_version,
     errorbar,
     eval_points,
+    export_once,
     get_detector,
     logged_seconds,
     opts_for,
     opts_tag,
-    train_net_resumable,
+    proposals_once,
     write_report,
 )
 from aligndet_d2.utils.files import file_sha256
@@ -166,42 +168,16 @@ class Harness:
             self.manifest_path = self.manifest_path.with_name(
                 f"{self.manifest_path.stem}_holdout{n}{self.manifest_path.suffix}"
             )
-        self.manifest = self._read_manifest()
-        self._written: set = set()
+        self.manifest = Manifest(self.manifest_path)
         from aligndet_d2.utils.machine import machine_summary
 
         self.machine = machine_summary()
         self.code = code_version()
 
-    def _read_manifest(self) -> Dict:
-        if not self.manifest_path.exists():
-            return {}
-        try:
-            return json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise SystemExit(f"{self.manifest_path}: not a json manifest ({e})")
-
     def _record(self, key: str, row: Dict) -> None:
         """Adds a finished run to the manifest, with the machine and the code version that
         finished it (a grid is filled over several sessions, not always on the same machine)."""
-        self.manifest[key] = {"code": self.code, **row, "machine": self.machine}
-        self._written.add(key)
-        self._save_manifest()
-
-    def _save_manifest(self) -> None:
-        # Merged with what is on disk, so that two harness processes filling different runs of
-        # one grid (e.g. --arms scratch beside --arms aligndet) keep each other's rows: only the
-        # keys this process wrote override the file. Written whole and renamed, so that an
-        # interrupted write loses nothing.
-        self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
-        lock = self.manifest_path.with_name(self.manifest_path.name + ".lock")
-        with open(lock, "w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            mine = {k: self.manifest[k] for k in self._written}
-            self.manifest = {**self._read_manifest(), **mine}
-            tmp = self.manifest_path.with_name(f"{self.manifest_path.name}.tmp{os.getpid()}")
-            tmp.write_text(json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
-            os.replace(tmp, self.manifest_path)
+        self.manifest.record(key, {"code": self.code, **row, "machine": self.machine})
 
     # ----------------------------------------------------------------------------- data
     def splits(self) -> Dict[tuple, Dict]:
@@ -228,23 +204,16 @@ class Harness:
 
     def proposals(self, json_file: str, tag: str, mode: str = "soco") -> str:
         """Selective-search proposals of the images of ``json_file`` (generated once)."""
-        from aligndet_d2.data.proposals import ProposalSettings, generate_proposals
-
         out = self.work / "proposals" / f"{tag}_{mode}.json"
         if not out.exists():
             _log(f"proposals ({mode}) for {json_file}")
-            t = time.time()
-            generate_proposals(
-                self.images,
-                str(out),
-                coco_json=json_file,
-                settings=ProposalSettings(mode=mode),
-                num_workers=self.args.workers,
-                progress=False,
-            )
-            key = f"proposals/{tag}_{mode}"
-            if key not in self.manifest:  # made again on a fresh work directory: keep the first
-                self._record(key, {"seconds": time.time() - t})
+        secs = proposals_once(
+            self.images, out, coco_json=json_file, mode=mode, workers=self.args.workers
+        )
+        key = f"proposals/{tag}_{mode}"
+        if secs is not None and key not in self.manifest:
+            # Made again on a fresh work directory: keep the first.
+            self._record(key, {"seconds": secs})
         return str(out)
 
     def clusters(self, props: str, det: str) -> str:
@@ -295,20 +264,17 @@ class Harness:
                 f"{det}: pre-training {tag} ({iters} iterations = "
                 f"{iters * BATCH / self.pool_size:.2f} epochs of {self.pool_size} images)"
             )
-            train_net_resumable(
-                [
-                    "--config-file",
-                    self.pretrain_config(det),
+            Run(
+                self.pretrain_config(det),
+                max_iter=iters,
+                seed=0,
+                data=(
                     f"dataloader.train.dataset.json_file={props}",
                     f"dataloader.train.dataset.image_root={self.images}",
-                    f"train.max_iter={iters}",
-                    "train.seed=0",
-                    f"train.checkpointer.period={self.args.checkpoint_period}",
-                    *extra,
-                    *opts_for(det, self.args.pretrain_opts, "--pretrain-opts"),
-                ],
-                run,
-            )
+                ),
+                checkpoint_period=self.args.checkpoint_period,
+                extra=(*extra, *opts_for(det, self.args.pretrain_opts, "--pretrain-opts")),
+            ).train(run)
         key, sha = self.pretrain_identity(run)
         if self.manifest.get(key, {}).get("sha256", sha) != sha:
             # Done again (a fresh checkout without the work directory): its fine-tunes come from
@@ -323,15 +289,7 @@ class Harness:
         return str(run.relative_to(self.work)), file_sha256(run / "model_final.pth")
 
     def export(self, run: Path) -> Path:
-        from aligndet_d2.checkpoint.export import export_checkpoint
-
-        suffix = "_keep_reg" * self.args.keep_reg + "_drop_rpn" * self.args.drop_rpn
-        out = run / f"exported{suffix}.pth"
-        if not out.exists():
-            export_checkpoint(
-                str(run / "model_final.pth"), str(out), self.args.keep_reg, self.args.drop_rpn
-            )
-        return out
+        return export_once(run, keep_reg=self.args.keep_reg, drop_rpn=self.args.drop_rpn)
 
     def finetune_iters(self, percent: float) -> int:
         n = self.splits()[(self.args.seeds[0], percent)]["labeled_images"]
@@ -391,10 +349,11 @@ class Harness:
                     )
                 )
             _log(f"{det}: fine-tune {run.parent.name}/{run.name} ({iters} iterations)")
-            train_net_resumable(
-                [
-                    "--config-file",
-                    self.finetune_config(det),
+            Run(
+                self.finetune_config(det),
+                max_iter=iters,
+                seed=seed,
+                data=(
                     f"dataloader.train.dataset.names.name={self.name}_train.{seed}@{percent:g}",
                     f"dataloader.train.dataset.names.json_file={split['labeled_file']}",
                     f"dataloader.train.dataset.names.image_root={self.images}",
@@ -403,18 +362,15 @@ class Harness:
                     f"dataloader.test.dataset.names.split={self.eval_split}",
                     "dataloader.test.dataset.names.coco_cache_dir="
                     f"{self.work / 'data' / 'coco_cache'}",
-                    f"train.init_checkpoint={init}",
-                    f"train.max_iter={iters}",
-                    f"train.eval_period={period}",
-                    f"train.seed={seed}",
-                    f"train.checkpointer.period={period}",
-                    # Detectron2's writers keep the latest value of a metric only: a write between
-                    # two evaluations keeps each of them in metrics.json.
-                    f"train.log_period={min(20, period)}",
-                    *opts,
-                ],
-                run,
-            )
+                ),
+                init=init,
+                eval_period=period,
+                checkpoint_period=period,
+                # Detectron2's writers keep the latest value of a metric only: a write between two
+                # evaluations keeps each of them in metrics.json.
+                log_period=min(20, period),
+                extra=tuple(opts),
+            ).train(run)
             points = eval_points(run, iters, METRICS)
             if iters not in points:
                 sys.exit(f"{run}: no evaluation at iteration {iters} in metrics.json")

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from aligndet_d2.experiment import REPO, RESULTS, get_detector, train_net_resumable, write_report
+from aligndet_d2.experiment import REPO, RESULTS, Run, get_detector, proposals_once, write_report
 
 SUPPORTED = ("faster_rcnn", "retinanet", "fcos")  # the detectors this probe runs
 
@@ -52,11 +52,9 @@ def _holdout(data: Path, pretrain_json: str, work: Path) -> str:
 
 
 def _proposals(coco_json: str, images: str, out: Path, workers: int) -> str:
-    from aligndet_d2.data.proposals import generate_proposals
-
     if not out.exists():
         _log(f"proposals for {coco_json}")
-        generate_proposals(images, str(out), coco_json=coco_json, num_workers=workers)
+    proposals_once(images, out, coco_json=coco_json, workers=workers)
     return str(out)
 
 
@@ -64,18 +62,16 @@ def _pretrain(det: str, base: float, args, props: str, images: str, work: Path) 
     run = work / det / f"base{base:g}_it{args.max_iter}_seed{args.seed}"
     if not (run / "model_final.pth").exists():
         _log(f"{det}: pre-training with base momentum {base:g} (seed {args.seed})")
-        secs = train_net_resumable(
-            [
-                "--config-file",
-                get_detector(det).config("pretrain", "cpu"),
+        secs = Run(
+            get_detector(det).config("pretrain", "cpu"),
+            max_iter=args.max_iter,
+            seed=args.seed,
+            data=(
                 f"dataloader.train.dataset.json_file={props}",
                 f"dataloader.train.dataset.image_root={images}",
-                f"model.base_momentum={base}",
-                f"train.max_iter={args.max_iter}",
-                f"train.seed={args.seed}",
-            ],
-            run,
-        )
+            ),
+            extra=(f"model.base_momentum={base}",),
+        ).train(run)
         (run / "seconds.json").write_text(json.dumps({"seconds": secs}))
     return run
 

@@ -34,11 +34,13 @@ from typing import Dict, List
 
 from aligndet_d2.experiment import (
     RESULTS,
+    Run,
     errorbar,
+    export_once,
     get_detector,
     opts_for,
     opts_tag,
-    train_net_resumable,
+    proposals_once,
     write_report,
 )
 
@@ -157,21 +159,14 @@ class Harness:
         self.manifest_path.write_text(json.dumps(self.manifest, indent=1))
 
     def proposals(self, mode: str) -> str:
-        from aligndet_d2.data.proposals import ProposalSettings, generate_proposals
-
         out = self.work / "proposals" / f"train_{mode}.json"
         if not out.exists():
             _log(f"proposals ({mode}) for {self.train_json}")
-            t = time.time()
-            generate_proposals(
-                self.images,
-                str(out),
-                coco_json=self.train_json,
-                settings=ProposalSettings(mode=mode),
-                num_workers=self.args.workers,
-                progress=False,
-            )
-            self._record(f"proposals/{mode}", time.time() - t)
+        secs = proposals_once(
+            self.images, out, coco_json=self.train_json, mode=mode, workers=self.args.workers
+        )
+        if secs is not None:
+            self._record(f"proposals/{mode}", secs)
         return str(out)
 
     def _datasets(self) -> List[str]:
@@ -195,30 +190,19 @@ class Harness:
         if not (run / "model_final.pth").exists():
             props = self.proposals(mode)
             _log(f"{det}: pre-training ({tag}, seed {seed}, {iters} iterations)")
-            secs = train_net_resumable(
-                [
-                    "--config-file",
-                    get_detector(det).config("pretrain", "cpu"),
+            secs = Run(
+                get_detector(det).config("pretrain", "cpu"),
+                max_iter=iters,
+                seed=seed,
+                data=(
                     f"dataloader.train.dataset.json_file={props}",
                     f"dataloader.train.dataset.image_root={self.images}",
-                    f"train.max_iter={iters}",
-                    f"train.seed={seed}",
-                    f"train.checkpointer.period={self.args.checkpoint_period}",
-                    *opts,
-                ],
-                run,
-            )
+                ),
+                checkpoint_period=self.args.checkpoint_period,
+                extra=tuple(opts),
+            ).train(run)
             self._record(str(run.relative_to(self.work)), secs)
         return run
-
-    def export(self, det: str, pretrain_run: Path, keep_reg: bool, drop_rpn: bool) -> Path:
-        from aligndet_d2.checkpoint.export import export_checkpoint
-
-        suffix = "_keep_reg" * keep_reg + "_drop_rpn" * drop_rpn
-        out = pretrain_run / f"exported{suffix}.pth"
-        if not out.exists():
-            export_checkpoint(str(pretrain_run / "model_final.pth"), str(out), keep_reg, drop_rpn)
-        return out
 
     def finetune(self, det: str, variant: str, seed: int, budget: float, arm: str) -> Dict:
         v = VARIANTS[variant]
@@ -240,22 +224,22 @@ class Harness:
             if arm == "aligndet":
                 pretrained = self.pretrain(det, variant, seed)
                 init = str(
-                    self.export(det, pretrained, v.get("keep_reg", False), v.get("drop_rpn", False))
+                    export_once(
+                        pretrained,
+                        keep_reg=v.get("keep_reg", False),
+                        drop_rpn=v.get("drop_rpn", False),
+                    )
                 )
             _log(f"{det}: fine-tune {name} (budget {budget:g} = {iters} iterations, seed {seed})")
-            secs = train_net_resumable(
-                [
-                    "--config-file",
-                    get_detector(det).config("finetune", "cpu"),
-                    *self._datasets(),
-                    f"train.init_checkpoint={init}",
-                    f"train.max_iter={iters}",
-                    f"train.seed={seed}",
-                    f"train.checkpointer.period={self.args.checkpoint_period}",
-                    *extra,
-                ],
-                run,
-            )
+            secs = Run(
+                get_detector(det).config("finetune", "cpu"),
+                max_iter=iters,
+                seed=seed,
+                data=tuple(self._datasets()),
+                init=init,
+                checkpoint_period=self.args.checkpoint_period,
+                extra=tuple(extra),
+            ).train(run)
             self._record(str(run.relative_to(self.work)), secs)
             r = json.loads((run / "eval_results.json").read_text())
             _log(f"  AP {r['bbox']['AP']:.2f}, class-agnostic AP {r['bbox_agnostic']['AP']:.2f}")

@@ -8,9 +8,12 @@ from conftest import CONFIGS, REPO
 
 from aligndet_d2.experiment import (
     DETECTORS,
+    Run,
+    export_once,
     get_detector,
     opts_for,
     opts_tag,
+    proposals_once,
     run_train_net,
     train_net_resumable,
 )
@@ -87,3 +90,77 @@ def test_get_config_finds_a_config_by_name_and_suggests_the_nearest():
     )
     with pytest.raises(FileNotFoundError, match="did you mean finetune_fcos_voc_cpu.py"):
         aligndet_d2.get_config("finetune_fcos_vco_cpu.py")
+
+
+def test_a_run_spells_its_overrides_in_order_and_trains_into_its_directory(tmp_path, monkeypatch):
+    import aligndet_d2.experiment.stages as stages
+
+    run = Run(
+        "configs/finetune_fcos_voc_cpu.py",
+        max_iter=30,
+        seed=2,
+        data=("dataloader.train.dataset.names.json_file=a.json",),
+        init="",
+        eval_period=10,
+        checkpoint_period=10,
+        log_period=5,
+        extra=("train.max_iter=40",),  # the caller's overrides come last, and win
+    )
+    assert run.args() == [
+        "--config-file",
+        "configs/finetune_fcos_voc_cpu.py",
+        "dataloader.train.dataset.names.json_file=a.json",
+        "train.init_checkpoint=",
+        "train.max_iter=30",
+        "train.eval_period=10",
+        "train.seed=2",
+        "train.checkpointer.period=10",
+        "train.log_period=5",
+        "train.max_iter=40",
+    ]
+    # Unset periods and init keep the config's.
+    assert Run("c.py", max_iter=3, seed=0).args() == [
+        "--config-file",
+        "c.py",
+        "train.max_iter=3",
+        "train.seed=0",
+    ]
+    calls = []
+    monkeypatch.setattr(stages, "train_net_resumable", lambda a, d: calls.append((a, d)) or 1.5)
+    assert run.train(tmp_path) == 1.5 and calls == [(run.args(), tmp_path)]
+
+
+def test_stages_are_done_once(tmp_path, monkeypatch):
+    import aligndet_d2.checkpoint.export as export
+
+    made = []
+    monkeypatch.setattr(
+        export,
+        "export_checkpoint",
+        lambda src, dst, k, d: made.append((dst, k, d)) or open(dst, "w"),
+    )
+    out = export_once(tmp_path, keep_reg=True)
+    assert out == tmp_path / "exported_keep_reg.pth" and made == [(str(out), True, False)]
+    assert export_once(tmp_path, keep_reg=True) == out and len(made) == 1  # not made again
+    assert export_once(tmp_path, drop_rpn=True).name == "exported_drop_rpn.pth"
+    props = tmp_path / "p.json"
+    props.write_text("{}")
+    assert proposals_once(str(tmp_path), props) is None  # exists: not generated again
+
+
+def test_two_manifests_of_one_file_keep_each_others_rows(tmp_path):
+    from aligndet_d2.experiment import Manifest
+
+    path = tmp_path / "runs.json"
+    a, b = Manifest(path), Manifest(path)
+    a.record("det/ft/scratch_p10_seed1", {"ap": 1.0})
+    b.record("det/ft/scratch_p10_seed2", {"ap": 2.0})  # b has not read a's row
+    again = Manifest(path)
+    assert dict(again) == {
+        "det/ft/scratch_p10_seed1": {"ap": 1.0},
+        "det/ft/scratch_p10_seed2": {"ap": 2.0},
+    }
+    path.write_text('{"det": ')
+    with pytest.raises(SystemExit, match=f"{path}: not a json manifest"):
+        Manifest(path)
+    assert path.read_text() == '{"det": '  # nothing lost

@@ -477,7 +477,9 @@ def test_both_arms_of_a_fold_train_on_its_split_and_record_where_they_come_from(
             }
             (run / "metrics.json").write_text(json.dumps({"iteration": it, **ap}) + "\n")
 
-    monkeypatch.setattr(low_data, "train_net_resumable", fake_train_net)
+    import aligndet_d2.experiment.stages as stages
+
+    monkeypatch.setattr(stages, "train_net_resumable", fake_train_net)
     args = SimpleNamespace(
         data=str(_tiny_voc(tmp_path, 16)), detectors=["faster_rcnn"], percents=[25.0],
         seeds=[2, 1], pretrain_iters=[2], finetune_epochs=1.5, val_images=4, pretrain_opts=[],

@@ -1,28 +1,35 @@
 """The experiment every caller runs: proposals -> pre-train -> export -> fine-tune -> evaluate.
 
 The demo and the benchmarks share what is here: the detector table (`detectors`), the
-``train_net.py`` runner (`runner`), run naming and provenance (`runs`), log parsing (`logs`) and
-report writing (`reports`); each benchmark keeps only its protocol and its report.
-"""
+``train_net.py`` runner (`runner`), the stages (`stages`: proposals, export, a declared
+:class:`Run`), the manifest of finished runs (`manifest`), run naming and provenance (`runs`), log
+parsing (`logs`) and report writing (`reports`); each benchmark keeps only its protocol and its
+report."""
 
 from .detectors import DETECTORS, Detector, get_detector
 from .logs import eval_points, logged_seconds
+from .manifest import Manifest
 from .reports import RESULTS, errorbar, write_report
 from .runner import REPO, run_train_net, train_net_resumable
 from .runs import code_version, opts_for, opts_tag
+from .stages import Run, export_once, proposals_once
 
 __all__ = [
     "DETECTORS",
     "REPO",
     "RESULTS",
+    "Run",
     "Detector",
+    "Manifest",
     "code_version",
     "errorbar",
     "eval_points",
+    "export_once",
     "get_detector",
     "logged_seconds",
     "opts_for",
     "opts_tag",
+    "proposals_once",
     "run_train_net",
     "train_net_resumable",
     "write_report",
