@@ -11,6 +11,7 @@ from .common.voc import paper_schedule as lr_multiplier
 from .finetune_faster_rcnn import model, optimizer, train
 
 model.roi_heads.num_classes = NUM_CLASSES
+# 12k iterations at 16 images per batch, lr x0.1 at 9k and 11k (paper_schedule); evaluated every 4k.
 train.max_iter = 12000
 train.eval_period = 4000
 train.checkpointer.period = 4000

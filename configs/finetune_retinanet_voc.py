@@ -12,6 +12,7 @@ from .finetune_retinanet import model, optimizer, train
 
 model.num_classes = NUM_CLASSES
 model.head.num_classes = NUM_CLASSES
+# 12k iterations at 16 images per batch, lr x0.1 at 9k and 11k (paper_schedule); evaluated every 4k.
 train.max_iter = 12000
 train.eval_period = 4000
 train.checkpointer.period = 4000
