@@ -34,7 +34,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from aligndet_d2.experiment import DETECTORS, REPO, RESULTS, get_detector
+from aligndet_d2.experiment import DETECTORS, REPO, RESULTS, get_detector, proposals_once
 
 COCO64 = REPO / "datasets" / "coco64"
 
@@ -73,16 +73,10 @@ def _reset_peak() -> None:
 
 def _proposals() -> str:
     """Selective-search proposals of the bundled train images (made once, then reused)."""
-    from aligndet_d2.data.proposals import generate_proposals
-
     out = REPO / "output" / "bench_speed" / "coco64_train_proposals.json"
-    if not out.exists():
-        generate_proposals(
-            str(COCO64 / "images"),
-            str(out),
-            coco_json=str(COCO64 / "annotations" / "train.json"),
-            progress=False,
-        )
+    proposals_once(
+        str(COCO64 / "images"), out, coco_json=str(COCO64 / "annotations" / "train.json")
+    )
     return str(out)
 
 
@@ -92,11 +86,12 @@ def _clustered(proposals: str) -> str:
 
     out = REPO / "output" / "bench_speed" / "coco64_train_proposals_k16.json"
     if not out.exists():
-        settings = ClusterSettings(num_clusters=16, max_proposals=20, short_edge=320, max_size=533)
+        detr = get_detector("detr")
+        settings = ClusterSettings(num_clusters=16, **detr.cluster_settings)
         cluster_proposals(
             proposals,
             str(COCO64 / "images"),
-            get_detector("detr").config("pretrain", "cpu"),
+            detr.config("pretrain", "cpu"),
             str(out),
             settings,
         )

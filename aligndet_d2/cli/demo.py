@@ -33,11 +33,6 @@ def _stage(n: int, total: int, text: str) -> None:
     print(f"\n[demo {n}/{total}] {text}", flush=True)
 
 
-def _train_net(args: List[str], log: Path) -> None:
-    """Runs train_net.py, saving its whole output to `log` and echoing its progress lines."""
-    run_train_net(args, log, echo=True, name="demo")
-
-
 def _results(output_dir: Path) -> dict:
     with open(output_dir / "eval_results.json") as f:
         return json.load(f)
@@ -158,7 +153,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         total,
         f"box-domain pre-training of {det} on the proposals ({args.pretrain_iters} iterations)",
     )
-    _train_net(
+    run_train_net(
         [
             "--config-file",
             pretrain_cfg,
@@ -169,6 +164,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             f"train.checkpointer.period={args.pretrain_iters}",
         ],
         out / "pretrain" / "train_net.log",
+        echo=True,
+        name="demo",
     )
 
     _stage(3, total, "export of the online detector for fine-tuning")
@@ -203,15 +200,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     _stage(
         4, total, f"fine-tuning from the export ({args.finetune_iters} iterations), then COCO AP"
     )
-    _train_net(
+    run_train_net(
         common
         + [f"train.init_checkpoint={exported}", f"train.output_dir={arms['AlignDet pre-trained']}"],
         arms["AlignDet pre-trained"] / "train_net.log",
+        echo=True,
+        name="demo",
     )
     _stage(5, total, "the same fine-tuning with neck and heads from scratch, then COCO AP")
-    _train_net(
+    run_train_net(
         common + ["train.init_checkpoint=", f"train.output_dir={arms['from scratch']}"],
         arms["from scratch"] / "train_net.log",
+        echo=True,
+        name="demo",
     )
 
     _stage(6, total, f"results on {val_json}")
