@@ -21,7 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from aligndet_d2.experiment import RESULTS, get_detector, write_report
+from aligndet_d2.experiment import (
+    REPORT_ONLY_HELP,
+    RESULTS,
+    get_detector,
+    rewrite_report,
+    write_report,
+)
 
 
 def _sklearn(x, k, dim, seed, n_init):
@@ -115,7 +121,11 @@ def main(argv=None) -> int:
         help="feature shards (default: <json>.features, where the VOC harness keeps them)",
     )
     p.add_argument("--out", default=str(RESULTS / "clusters"))
+    p.add_argument("--report-only", action="store_true", help=REPORT_ONLY_HELP)
     args = p.parse_args(argv)
+    if args.report_only:
+        rewrite_report(Path(args.out), markdown)
+        return 0
 
     settings = ClusterSettings(
         num_clusters=args.num_clusters, **get_detector("detr").cluster_settings

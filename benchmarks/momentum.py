@@ -27,7 +27,16 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-from aligndet_d2.experiment import REPO, RESULTS, Run, get_detector, proposals_once, write_report
+from aligndet_d2.experiment import (
+    REPO,
+    REPORT_ONLY_HELP,
+    RESULTS,
+    Run,
+    get_detector,
+    proposals_once,
+    rewrite_report,
+    write_report,
+)
 
 SUPPORTED = ("faster_rcnn", "retinanet", "fcos")  # the detectors this probe runs
 
@@ -184,7 +193,10 @@ def main(argv: List[str] = None) -> None:
     p.add_argument("--work-dir", default="output/bench_momentum")
     p.add_argument("--out", default=str(RESULTS / "momentum"), help="report path without suffix")
     p.add_argument("--notes", default="", help="markdown file whose text goes into the report")
+    p.add_argument("--report-only", action="store_true", help=REPORT_ONLY_HELP)
     args = p.parse_args(argv)
+    if args.report_only:
+        return rewrite_report(Path(args.out), markdown)
 
     from aligndet_d2.modeling.momentum import initial_weight_share
     from aligndet_d2.utils.machine import machine_summary

@@ -28,9 +28,8 @@ from aligndet_d2.data.proposals import (
     list_images,
     selective_search,
 )
+from aligndet_d2.experiment import REPORT_ONLY_HELP, RESULTS, rewrite_report
 from aligndet_d2.utils.machine import machine_summary
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _images(data: str, n: int):
@@ -92,7 +91,10 @@ def main(argv=None):
     p.add_argument("--soco-images", type=int, default=128)
     p.add_argument("--slow-images", type=int, default=32, help="images for fast / quality")
     p.add_argument("--out", default=str(RESULTS / "proposals"), help="report path without suffix")
+    p.add_argument("--report-only", action="store_true", help=REPORT_ONLY_HELP)
     args = p.parse_args(argv)
+    if args.report_only:
+        return rewrite_report(Path(args.out), markdown)
     warnings.simplefilter("ignore")
     try:
         import selectivesearch  # noqa: F401
@@ -149,11 +151,11 @@ def main(argv=None):
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out + ".json").write_text(json.dumps(result, indent=2))
-    Path(args.out + ".md").write_text(_markdown(result))
-    print(_markdown(result))
+    Path(args.out + ".md").write_text(markdown(result))
+    print(markdown(result))
 
 
-def _markdown(r):
+def markdown(r):
     lines = [
         "# Proposal throughput",
         "",

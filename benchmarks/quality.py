@@ -41,6 +41,7 @@ from aligndet_d2.experiment import (
     opts_for,
     opts_tag,
     proposals_once,
+    rewrite_report,
     write_report,
 )
 
@@ -490,7 +491,8 @@ def main(argv=None):
     p.add_argument(
         "--report-only",
         action="store_true",
-        help="train nothing: report the runs of this grid that have finished",
+        help="train nothing: report the runs of this grid that have finished in --work-dir; "
+        "without a work dir, write <out>.md and .png again from <out>.json",
     )
     p.add_argument(
         "--holdout",
@@ -508,6 +510,8 @@ def main(argv=None):
 
     from aligndet_d2.utils.machine import machine_summary
 
+    if args.report_only and not Path(args.work_dir).is_dir():
+        return rewrite_report(Path(args.out), markdown, plot)
     t0 = time.time()
     res = Harness(args).run()
     report = {

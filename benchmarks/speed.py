@@ -34,7 +34,15 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from aligndet_d2.experiment import DETECTORS, REPO, RESULTS, get_detector, proposals_once
+from aligndet_d2.experiment import (
+    DETECTORS,
+    REPO,
+    REPORT_ONLY_HELP,
+    RESULTS,
+    get_detector,
+    proposals_once,
+    rewrite_report,
+)
 
 COCO64 = REPO / "datasets" / "coco64"
 
@@ -231,7 +239,10 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--out", default=str(RESULTS / "speed"), help="report path without suffix")
     p.add_argument("--arm", nargs=2, metavar=("DETECTOR", "ARM"), help=argparse.SUPPRESS)
+    p.add_argument("--report-only", action="store_true", help=REPORT_ONLY_HELP)
     args = p.parse_args(argv)
+    if args.report_only:
+        return rewrite_report(Path(args.out), markdown)
     if args.arm:  # child process: one arm
         print("RESULT " + json.dumps(_arm(args.arm[0], args.arm[1], args.steps, args.warmup)))
         return

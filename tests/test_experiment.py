@@ -1,13 +1,15 @@
 """The experiment layer the demo and the benchmarks share: the detector table, the train_net.py
 runner, run naming."""
 
+import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, REPO
+from conftest import CONFIGS, REPO, load_benchmark
 
 from aligndet_d2.experiment import (
     DETECTORS,
+    RESULTS,
     Run,
     export_once,
     get_detector,
@@ -164,3 +166,23 @@ def test_two_manifests_of_one_file_keep_each_others_rows(tmp_path):
     with pytest.raises(SystemExit, match=f"{path}: not a json manifest"):
         Manifest(path)
     assert path.read_text() == '{"det": '  # nothing lost
+
+
+@pytest.mark.parametrize("name", ["quality", "momentum", "clusters", "speed", "proposals"])
+def test_report_only_writes_every_committed_report_again_identically(name, tmp_path, capsys):
+    # Each report's markdown is a function of its committed json: --report-only runs nothing
+    # and must give back the committed file (a changed report formatter shows up here).
+    shutil.copy(RESULTS / f"{name}.json", tmp_path / f"{name}.json")
+    argv = ["--report-only", "--out", str(tmp_path / name)]
+    if name == "quality":
+        argv += ["--work-dir", str(tmp_path / "no_work_dir")]
+    load_benchmark(name).main(argv)
+    assert (tmp_path / f"{name}.md").read_text() == (RESULTS / f"{name}.md").read_text()
+    assert (tmp_path / f"{name}.json").read_text() == (RESULTS / f"{name}.json").read_text()
+    if name == "quality":
+        assert (tmp_path / "quality.png").stat().st_size > 0
+
+
+def test_report_only_without_a_report_says_to_run_the_benchmark(tmp_path):
+    with pytest.raises(SystemExit, match="momentum.json does not exist: run the benchmark"):
+        load_benchmark("momentum").main(["--report-only", "--out", str(tmp_path / "momentum")])

@@ -9,7 +9,7 @@ report."""
 from .detectors import DETECTORS, Detector, get_detector
 from .logs import eval_points, logged_seconds
 from .manifest import Manifest
-from .reports import RESULTS, errorbar, write_report
+from .reports import REPORT_ONLY_HELP, RESULTS, errorbar, rewrite_report, write_report
 from .runner import REPO, run_train_net, train_net_resumable
 from .runs import code_version, opts_for, opts_tag
 from .stages import Run, export_once, proposals_once
@@ -17,6 +17,7 @@ from .stages import Run, export_once, proposals_once
 __all__ = [
     "DETECTORS",
     "REPO",
+    "REPORT_ONLY_HELP",
     "RESULTS",
     "Run",
     "Detector",
@@ -30,6 +31,7 @@ __all__ = [
     "opts_for",
     "opts_tag",
     "proposals_once",
+    "rewrite_report",
     "run_train_net",
     "train_net_resumable",
     "write_report",

@@ -8,9 +8,10 @@ from typing import Callable, Dict, Optional
 
 from .runner import REPO
 
-__all__ = ["RESULTS", "errorbar", "write_report"]
+__all__ = ["RESULTS", "REPORT_ONLY_HELP", "errorbar", "rewrite_report", "write_report"]
 
 RESULTS = REPO / "benchmarks" / "results"  # the committed reports
+REPORT_ONLY_HELP = "run and time nothing: write <out>.md (and .png) again from <out>.json"
 
 
 def errorbar(ax, pts, **kwargs) -> None:
@@ -36,6 +37,28 @@ def write_report(
     out.parent.mkdir(parents=True, exist_ok=True)
     # Not Path.with_suffix: a report name may contain dots ("report_lr0.01").
     Path(f"{out}.json").write_text(json.dumps(report, indent=1))
+    text = markdown(report)
+    Path(f"{out}.md").write_text(text)
+    if plot is not None:
+        plot(report, f"{out}.png")
+    print(text)
+
+
+def rewrite_report(
+    out: Path,
+    markdown: Callable[[Dict], str],
+    plot: Optional[Callable[[Dict, str], None]] = None,
+) -> None:
+    """A benchmark's ``--report-only``: ``<out>.md`` (and ``<out>.png`` with ``plot``) written
+    again from ``<out>.json``, which is read and left as it is; prints the markdown.
+
+    Raises:
+        SystemExit: ``<out>.json`` does not exist (the benchmark has not run).
+    """
+    src = Path(f"{out}.json")
+    if not src.is_file():
+        raise SystemExit(f"{src} does not exist: run the benchmark without --report-only first")
+    report = json.loads(src.read_text())
     text = markdown(report)
     Path(f"{out}.md").write_text(text)
     if plot is not None:
