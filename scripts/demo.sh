@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Sets up .venv if needed, then runs the end-to-end demo on the bundled data (datasets/coco64).
-# Extra arguments go to tools/demo.py (see `--help`).
+# Sets up .venv if needed, then runs the end-to-end demo: the own-data recipe (tools/recipe.py) on
+# the bundled data (datasets/coco64). Extra arguments go to tools/demo.py (see `--help`).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$ROOT/scripts/setup_env.sh"

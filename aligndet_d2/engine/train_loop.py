@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -52,11 +52,13 @@ from ..checkpoint.export import (
     key_report,
     load_checkpoint_file,
 )
+from ..data.checks import check_coco_dataset, check_same_classes, class_names
 from ..data.datasets import check_cluster_labels, is_proposals_dataset
 from ..data.proposals import ProposalsError
 from ..modeling.backbones.adapters import check_adapter_switches
 from ..modeling.momentum import MomentumPair
 from .hooks import MomentumUpdateHook, ResumingEvalHook, unwrap_model
+from .overrides import apply_checked_overrides
 from .scaling import scale_to_batch
 
 __all__ = [
@@ -112,30 +114,100 @@ def _is_detr_pretraining(cfg) -> bool:
     return target is AlignDetDETR or (isinstance(target, str) and target.endswith("AlignDetDETR"))
 
 
-def check_datasets(cfg) -> None:
-    """Refuses fine-tuning on a proposals dataset, and DETR pre-training on proposals without
-    the clusters its classes need; other pre-training data is checked by its loader."""
-    if _is_pretraining(cfg):
-        if _is_detr_pretraining(cfg):
-            det, train = cfg.model.detector, cfg.dataloader.train
-            check_cluster_labels(
-                train.dataset.json_file,
-                num_classes=det.num_classes,
-                num_queries=det.num_queries,
-                max_proposals=train.mapper.get("max_proposals"),
-            )
-        return
-    dataset = cfg.dataloader.train.get("dataset")
+def _dataset_names(loader_cfg) -> List[str]:
+    """The dataset names of a loader node, registering those declared through ``L(register_*)``."""
+    dataset = loader_cfg.get("dataset") if loader_cfg is not None else None
     names = dataset.get("names") if dataset is not None else None
     if names is None:
+        return []
+    names = instantiate(names)
+    return [names] if isinstance(names, str) else list(names)
+
+
+def _num_classes(model_cfg) -> Optional[Tuple[str, int]]:
+    """The first ``num_classes`` of the model config that is a number, with its key."""
+    from ..modeling.backbones.adapters import _lazy_nodes
+
+    for where, node in _lazy_nodes(model_cfg, "model"):
+        value = node.get("num_classes") if "num_classes" in node else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return f"{where}.num_classes", value
+    return None
+
+
+def _check_labelled(
+    name: str, num_classes: Optional[Tuple[str, int]], decode: bool = True
+) -> List[str]:
+    """Checks one labelled dataset (its json and every image, :func:`check_coco_dataset`) and
+    returns its class names in Detectron2's order."""
+    from detectron2.data import MetadataCatalog
+
+    meta = MetadataCatalog.get(name)
+    json_file, image_root = meta.get("json_file", None), meta.get("image_root", None)
+    if json_file is None or image_root is None:  # a VOC folder: read by its own loader
+        return list(meta.get("thing_classes", []))
+    key, n = num_classes if num_classes else ("num_classes", None)
+    data = check_coco_dataset(
+        json_file, image_root, num_classes=n, num_classes_key=key, decode=decode
+    )
+    return class_names(data)
+
+
+def check_datasets(cfg, *, decode_train: bool = True) -> None:
+    """Checks the datasets of ``cfg`` before the model is built.
+
+    Pre-training: DETR needs a json clustered into its classes with no more proposals per image
+    than queries; other pre-training data is checked by its loader. Fine-tuning and evaluation:
+    no proposals dataset; every labelled COCO dataset is checked whole, json and images
+    (:func:`~aligndet_d2.data.checks.check_coco_dataset`; the training images are decoded with
+    ``decode_train``), with as many categories as the model's ``num_classes``, and the
+    evaluation datasets have the training dataset's classes in the same order.
+
+    Raises:
+        ProposalsError: a proposals dataset given for fine-tuning, or DETR's clusters.
+        DatasetError: listing every problem of a dataset, one line each naming the file.
+    """
+    if _is_pretraining(cfg):
+        if _is_detr_pretraining(cfg):
+            det, loader = cfg.model.detector, cfg.dataloader.train
+            check_cluster_labels(
+                loader.dataset.json_file,
+                num_classes=det.num_classes,
+                num_queries=det.num_queries,
+                max_proposals=loader.mapper.get("max_proposals"),
+            )
         return
-    names = instantiate(names)  # registers datasets declared through L(register_coco)
-    for name in [names] if isinstance(names, str) else names:
+    num_classes = _num_classes(cfg.model)
+    train_names = _dataset_names(cfg.dataloader.get("train"))
+    for name in train_names:
         if is_proposals_dataset(name):
             raise ProposalsError(
                 f"dataset {name!r} is a proposals dataset (no labels): it is for pre-training; "
                 "fine-tuning needs a labelled dataset"
             )
+    classes = {name: _check_labelled(name, num_classes, decode_train) for name in train_names}
+    reference = next(iter(classes.items()), None)
+    for name in _dataset_names(cfg.dataloader.get("test")):
+        if is_proposals_dataset(name):
+            raise ProposalsError(f"dataset {name!r} is a proposals dataset: nothing to evaluate")
+        names = _check_labelled(name, num_classes)
+        if reference is not None and names:
+            check_same_classes(reference, (name, names))
+
+
+def check_output_dir(path: str) -> None:
+    """Refuses a ``train.output_dir`` that cannot be a folder (it, or a folder above it, is a
+    file), before anything is written."""
+    here = os.path.abspath(path)
+    while here and not os.path.exists(here):
+        parent = os.path.dirname(here)
+        if parent == here:
+            return
+        here = parent
+    if not os.path.isdir(here):
+        raise NotADirectoryError(
+            f"train.output_dir={path}: {here} is a file, so the output folder cannot be made there"
+        )
 
 
 def check_init_checkpoint(model: torch.nn.Module, path: str) -> Optional[str]:
@@ -228,6 +300,17 @@ def _check_keys_load(module: torch.nn.Module, path: str, ckpt: Dict[str, Any], w
     converted = str(ckpt.get("__author__", "")).startswith(CONVERTED_AUTHOR)
     if state and not loads:
         raise ValueError(_nothing_loads_message(path, state, own, where, converted))
+    from ..modeling.backbones.adapters import is_adapter_key
+
+    adapters = [k for k in state if is_adapter_key(k) and k not in own]
+    if adapters:
+        # Detectron2 would drop them with a warning and score the plain frozen backbone.
+        raise ValueError(
+            f"train.init_checkpoint={path}: {len(adapters)} of its tensors are residual "
+            f"adapters (first: {adapters[0]}) that {where} does not have: it was trained with "
+            "adapters; set model.backbone.bottom_up.adapters=parallel (or series, as in the "
+            "config.yaml of its run)"
+        )
     if converted:
         _check_whole_resnet(path, ckpt, state, own, loads, where)
 
@@ -457,7 +540,8 @@ def do_train(args, cfg) -> None:
 
 def main(args) -> Optional[Dict[str, Any]]:
     cfg = LazyConfig.load(args.config_file)
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    cfg = apply_checked_overrides(cfg, args.opts)
+    check_output_dir(cfg.train.output_dir)
     # Before default_setup, which saves the config the run uses to its output folder.
     scaling = None if args.eval_only else scale_to_batch(cfg)
     default_setup(cfg, args)
@@ -468,6 +552,8 @@ def main(args) -> Optional[Dict[str, Any]]:
     if args.eval_only:
         device = resolve_device(cfg)
         check_adapter_switches(cfg.model, pretraining=_is_pretraining(cfg))
+        if not _is_pretraining(cfg):
+            check_datasets(cfg, decode_train=False)
         model = instantiate(cfg.model)
         if isinstance(model, MomentumPair):
             raise ValueError(

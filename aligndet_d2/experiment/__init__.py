@@ -4,7 +4,8 @@ The demo and the benchmarks share what is here: the detector table (`detectors`)
 ``train_net.py`` runner (`runner`), the stages (`stages`: proposals, export, a declared
 :class:`Run`), the manifest of finished runs (`manifest`), run naming and provenance (`runs`), log
 parsing (`logs`) and report writing (`reports`); each benchmark keeps only its protocol and its
-report."""
+report. The own-data recipe (`recipe`, `tools/recipe.py`, and the demo) runs the same stages on a
+user's images."""
 
 from .detectors import DETECTORS, Detector, get_detector
 from .logs import eval_points, logged_seconds

@@ -29,6 +29,7 @@ class Detector:
         has_rpn: the export can drop a pre-trained RPN (``tools/export.py --drop-rpn``).
         keep_reg: fine-tune overrides a kept pre-trained box-regression layer needs (the
             pre-trained one is class-agnostic; the dense heads' regressors are so already).
+        num_classes_keys: the fine-tune config keys that hold the number of classes.
         cluster_settings: for a detector that pre-trains on clustered proposals (DETR), the
             ``ClusterSettings`` fields (other than the number of clusters) its CPU pre-training
             config reads them with; None for the others.
@@ -38,6 +39,7 @@ class Detector:
     configs: Mapping[ConfigKey, str]
     has_rpn: bool = False
     keep_reg: Tuple[str, ...] = ()
+    num_classes_keys: Tuple[str, ...] = ("model.num_classes",)
     cluster_settings: Optional[Mapping[str, int]] = field(default=None)
 
     def config(self, stage: str, setting: str, variant: str = "") -> str:
@@ -67,6 +69,8 @@ def _table(*rows: Tuple[str, str, str, str]) -> Dict[ConfigKey, str]:
 
 
 _R_CNN_KEEP_REG = ("model.roi_heads.box_predictor.cls_agnostic_bbox_reg=True",)
+_R_CNN_CLASSES = ("model.roi_heads.num_classes",)
+_DENSE_CLASSES = ("model.num_classes", "model.head.num_classes")
 
 DETECTORS: Dict[str, Detector] = {
     d.name: d
@@ -101,6 +105,7 @@ DETECTORS: Dict[str, Detector] = {
             ),
             has_rpn=True,
             keep_reg=_R_CNN_KEEP_REG,
+            num_classes_keys=_R_CNN_CLASSES,
         ),
         Detector(
             name="retinanet",
@@ -115,6 +120,7 @@ DETECTORS: Dict[str, Detector] = {
                 ("finetune", "voc_cpu", "", "configs/finetune_retinanet_voc_cpu.py"),
                 ("finetune", "voc_cpu", "frozen", "configs/finetune_retinanet_frozen_voc_cpu.py"),
             ),
+            num_classes_keys=_DENSE_CLASSES,
         ),
         Detector(
             name="fcos",
@@ -129,6 +135,7 @@ DETECTORS: Dict[str, Detector] = {
                 ("finetune", "voc_cpu", "", "configs/finetune_fcos_voc_cpu.py"),
                 ("finetune", "voc_cpu", "frozen", "configs/finetune_fcos_frozen_voc_cpu.py"),
             ),
+            num_classes_keys=_DENSE_CLASSES,
         ),
         Detector(
             name="cascade_rcnn",
@@ -147,6 +154,7 @@ DETECTORS: Dict[str, Detector] = {
                 ),
             ),
             has_rpn=True,
+            num_classes_keys=_R_CNN_CLASSES,
         ),
         Detector(
             name="detr",

@@ -20,22 +20,27 @@ def proposals_once(
     *,
     coco_json: Optional[str] = None,
     mode: str = "soco",
+    min_size: Optional[float] = None,
     workers: int = 1,
+    progress: bool = False,
 ) -> Optional[float]:
     """Selective-search proposals of the images of ``image_root`` (of ``coco_json`` where given)
-    into ``out``, unless it exists. Returns the seconds it took, or None when it existed."""
-    from aligndet_d2.data.proposals import ProposalSettings, generate_proposals
+    into ``out``, unless it exists (an interrupted run continues). ``min_size``: the filter's
+    smallest box side, None for the default. Returns the seconds it took, or None when it
+    existed."""
+    from aligndet_d2.data.proposals import ProposalFilter, ProposalSettings, generate_proposals
 
     if out.exists():
         return None
     t = time.time()
+    box_filter = ProposalFilter() if min_size is None else ProposalFilter(min_size=min_size)
     generate_proposals(
         image_root,
         str(out),
         coco_json=coco_json,
-        settings=ProposalSettings(mode=mode),
+        settings=ProposalSettings(mode=mode, filter=box_filter),
         num_workers=workers,
-        progress=False,
+        progress=progress,
     )
     return time.time() - t
 
