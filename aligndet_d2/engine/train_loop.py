@@ -8,13 +8,20 @@
   its ``train.init_checkpoint`` (ImageNet backbone weights) is loaded into the online branch, which
   the hook copies into the momentum branch before the first step (loading it into the pair would
   match every ``.pkl`` key to both branches, an error in Detectron2's name matching);
+- checks before anything is built: every ``key=value`` override names a key of the config and
+  has its value's type (:func:`~aligndet_d2.engine.overrides.apply_checked_overrides`);
+  ``train.output_dir`` can be a folder; every labelled COCO dataset of fine-tuning and evaluation
+  is read whole, each image decoded and each box and class checked, against the model's
+  ``num_classes``, and the evaluation datasets have the training dataset's classes in the same
+  order (:func:`check_datasets`);
 - checks before training: a proposals dataset cannot be fine-tuned on; DETR pre-training needs a
   json clustered into its classes with no more proposals per image than queries
   (:func:`~aligndet_d2.data.datasets.check_cluster_labels`); a labelled dataset used for
   pre-training gives a warning (its boxes are the proposals); an aligndet export that does not fit
   the model is an error listing the mismatched modules (Detectron2's loader only warns), and so is
   any other local ``.pth`` of which no tensor would load (a converted backbone under the wrong
-  prefix, :func:`check_init_checkpoint`); an ``adapters`` switch on a backbone without adapters,
+  prefix, :func:`check_init_checkpoint`), and so is a checkpoint with residual adapters that the
+  model lacks (Detectron2 would drop them); an ``adapters`` switch on a backbone without adapters,
   or in pre-training, is an error;
 - every evaluation is written to ``<output_dir>/eval_results.json`` (the last one stays); a run
   resumed from a checkpoint whose evaluation was interrupted runs that evaluation first

@@ -208,6 +208,7 @@ class Recipe:
         self.finetune_config = self.det.config("finetune", "cpu", self.variant)
         self.pretrain_config = self.det.config("pretrain", "cpu")
         self.log = _Log()
+        self.pretrain_overrides: List[str] = []
         self.state_file = self.out / "recipe.json"
         self.state: Dict[str, Any] = (
             json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
@@ -362,6 +363,7 @@ class Recipe:
                 self.pretrain_config,
                 f"dataloader.train.dataset.json_file={props}",
                 f"dataloader.train.dataset.image_root={self.images}",
+                *self.pretrain_overrides,
             ],
             out_dir,
             iters,
@@ -376,12 +378,16 @@ class Recipe:
         from ..data.clusters import ClusterSettings, cluster_proposals
 
         out = props.with_name("pool_clustered.json")
+        # As many clusters as the config's classes, unless there are fewer proposals to cluster:
+        # then as many as proposals, with the classes set to match (pretrain_overrides).
+        k = int(LazyConfig.load(self.pretrain_config).model.detector.num_classes)
+        n = len(json.loads(props.read_text())["annotations"])
+        if n < k:
+            k = max(2, n)
+            self.pretrain_overrides = [f"model.detector.num_classes={k}"]
         if not out.exists():
-            k = int(LazyConfig.load(self.pretrain_config).model.detector.num_classes)
-            settings = ClusterSettings(
-                num_clusters=min(k, max(2, self.state["data"]["pool"])), **self.det.cluster_settings
-            )
-            print(f"  clustering the proposals into {settings.num_clusters} pseudo-classes")
+            settings = ClusterSettings(num_clusters=k, **self.det.cluster_settings)
+            print(f"  clustering the proposals into {k} pseudo-classes")
             self.log.timed(
                 "clusters",
                 lambda: cluster_proposals(
@@ -494,7 +500,7 @@ class Recipe:
         runs = {}
         for arm, init in arms.items():
             lr, frac = plan[arm]
-            iters = max(3, round(full * frac))
+            iters = max(1, round(full * frac))
             out_dir = self.out / f"finetune_{arm}"
             print(
                 f"  {arm}: lr {lr:g}, {iters} iterations"
