@@ -32,19 +32,11 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 
-from aligndet_d2.experiment import (
-    DETECTORS,
-    REPO,
-    REPORT_ONLY_HELP,
-    RESULTS,
-    get_detector,
-    proposals_once,
-    rewrite_report,
-)
-
-COCO64 = REPO / "datasets" / "coco64"
+from aligndet_d2.experiment import DETECTORS, REPO, REPORT_ONLY_HELP, RESULTS, rewrite_report
+from aligndet_d2.experiment.steps import ARMS, CAPACITY_ARMS, build_step, instrument, run_step
 
 # Targets of the project (issue text): pre-training step / supervised frozen step, and peak memory.
 TARGET_TIME_RATIO = 1.6
@@ -52,16 +44,6 @@ TARGET_MEMORY_RATIO = 1.2
 # Frozen-backbone step / trained-backbone (CPU fine-tune) step, and peak memory.
 TARGET_FROZEN_TIME_RATIO = 0.75
 TARGET_FROZEN_MEMORY_RATIO = 0.85
-ARMS = ("pretrain", "supervised_frozen", "finetune", "supervised_adapters")
-# Capacity variants (Proper Reuse): arm -> fine-tune config, for the detectors that have one. Its
-# model runs on the CPU config's bundled data (dataloader and class count of ``finetune``).
-CAPACITY_ARMS = {
-    "faster_rcnn": {
-        "supervised_frozen_wide": get_detector("faster_rcnn").config(
-            "finetune", "voc_cpu", "frozen_wide"
-        )
-    }
-}
 
 
 def _status_mb(field: str) -> float:
@@ -79,131 +61,30 @@ def _reset_peak() -> None:
         f.write("5")
 
 
-def _proposals() -> str:
-    """Selective-search proposals of the bundled train images (made once, then reused)."""
-    out = REPO / "output" / "bench_speed" / "coco64_train_proposals.json"
-    proposals_once(
-        str(COCO64 / "images"), out, coco_json=str(COCO64 / "annotations" / "train.json")
-    )
-    return str(out)
-
-
-def _clustered(proposals: str) -> str:
-    """The proposals clustered as pretrain_box_detr_cpu.py expects (made once, then reused)."""
-    from aligndet_d2.data.clusters import ClusterSettings, cluster_proposals
-
-    out = REPO / "output" / "bench_speed" / "coco64_train_proposals_k16.json"
-    if not out.exists():
-        detr = get_detector("detr")
-        settings = ClusterSettings(num_clusters=16, **detr.cluster_settings)
-        cluster_proposals(
-            proposals,
-            str(COCO64 / "images"),
-            detr.config("pretrain", "cpu"),
-            str(out),
-            settings,
-        )
-    return str(out)
-
-
-def _load_cfg(path: str, overrides):
-    from detectron2.config import LazyConfig
-
-    return LazyConfig.apply_overrides(LazyConfig.load(str(REPO / path)), overrides)
-
-
 def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
     """Runs one arm in this process and returns its measurements."""
-    import numpy as np
-    import torch
-    from detectron2.config import instantiate
     from detectron2.utils.events import EventStorage
 
-    import aligndet_d2.modeling.momentum as momentum_module
-    from aligndet_d2.modeling import FREEZE_ALL
-
-    torch.set_flush_denormal(True)
-    torch.manual_seed(0)
-    np.random.seed(0)
-    det = get_detector(detector)
-    paths = {"pretrain": det.config("pretrain", "cpu"), "finetune": det.config("finetune", "cpu")}
-    common = ["dataloader.train.num_workers=0"]
-    if arm == "pretrain":
-        cfg = _load_cfg(
-            paths["pretrain"],
-            common
-            + [
-                "dataloader.train.dataset.json_file="
-                + (_clustered(_proposals()) if detector == "detr" else _proposals()),
-                f"dataloader.train.dataset.image_root={COCO64 / 'images'}",
-            ],
-        )
-    elif arm in CAPACITY_ARMS.get(detector, {}):
-        base = _load_cfg(paths["finetune"], common)
-        cfg = _load_cfg(CAPACITY_ARMS[detector][arm], [])
-        cfg.dataloader = base.dataloader
-        cfg.model.roi_heads.num_classes = base.model.roi_heads.num_classes
-    else:
-        cfg = _load_cfg(paths["finetune"], common)
-        net = cfg.model.backbone.get("bottom_up", cfg.model.backbone)  # DETR: no FPN
-        if arm in ("supervised_frozen", "supervised_adapters"):
-            net.freeze_at = FREEZE_ALL
-        if arm == "supervised_adapters":
-            net.adapters = "parallel"
-    model = instantiate(cfg.model).train()
-    cfg.optimizer.params.model = model
-    opt = instantiate(cfg.optimizer)
-    loader = iter(instantiate(cfg.dataloader.train))
-    batches = [next(loader) for _ in range(4)]
-    if arm == "pretrain":
-        model.copy_online_to_momentum()
-
+    setup = build_step(detector, arm)
     phases = defaultdict(float)
 
-    def timed(name, fn):
-        def wrapper(*a, **k):
-            t = time.perf_counter()
-            out = fn(*a, **k)
-            phases[name] += time.perf_counter() - t
-            return out
-
-        return wrapper
-
-    if arm == "pretrain":
-        model.momentum.forward_pretrain = timed("momentum forward", model.momentum.forward_pretrain)
-        model.online.forward_pretrain = timed("online forward", model.online.forward_pretrain)
-        momentum_module.box_contrastive_loss = timed(
-            "contrastive loss", momentum_module.box_contrastive_loss
-        )
-    else:
-        model.forward = timed("forward", model.forward)
-
-    def step(i):
-        losses = model(batches[i % len(batches)])
-        loss = sum(losses.values())
+    @contextmanager
+    def timed(name):
         t = time.perf_counter()
-        opt.zero_grad()
-        loss.backward()
-        phases["backward"] += time.perf_counter() - t
-        t = time.perf_counter()
-        opt.step()
-        phases["optimizer step"] += time.perf_counter() - t
-        if arm == "pretrain":
-            t = time.perf_counter()
-            model.update_momentum(0.996)
-            phases["momentum update"] += time.perf_counter() - t
+        yield
+        phases[name] += time.perf_counter() - t
 
-    with EventStorage():
+    with EventStorage(), instrument(setup, timed):
         # Memory above what the process held after building the model (and loading the batches).
         base = _status_mb("VmRSS")
         _reset_peak()
         for i in range(warmup):
-            step(i)
+            run_step(setup, i, timed)
         phases.clear()
         times = []
         for i in range(steps):
             t = time.perf_counter()
-            step(i)
+            run_step(setup, i, timed)
             times.append(time.perf_counter() - t)
         peak = _status_mb("VmHWM") - base
     total = sum(times)
@@ -213,10 +94,10 @@ def _arm(detector: str, arm: str, steps: int, warmup: int) -> dict:
         "peak_mem_mb": peak,
         "breakdown": {k: v / steps for k, v in phases.items()},
         "steps": steps,
-        "batch": len(batches[0]),
+        "batch": len(setup.batches[0]),
     }
     if arm == "pretrain":
-        result["loader_images_per_s"] = _loader_throughput(cfg)
+        result["loader_images_per_s"] = _loader_throughput(setup.cfg)
     return result
 
 

@@ -168,7 +168,9 @@ def test_two_manifests_of_one_file_keep_each_others_rows(tmp_path):
     assert path.read_text() == '{"det": '  # nothing lost
 
 
-@pytest.mark.parametrize("name", ["quality", "momentum", "clusters", "speed", "proposals"])
+@pytest.mark.parametrize(
+    "name", ["quality", "momentum", "clusters", "speed", "proposals", "step_ops"]
+)
 def test_report_only_writes_every_committed_report_again_identically(name, tmp_path, capsys):
     # Each report's markdown is a function of its committed json: --report-only runs nothing
     # and must give back the committed file (a changed report formatter shows up here).

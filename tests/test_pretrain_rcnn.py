@@ -200,3 +200,50 @@ def test_overlapping_proposals_leave_the_negatives_on_real_proposals(cfg, fixed_
     assert logged[0.3]["loss_con"] != pytest.approx(logged[None]["loss_con"])
     with pytest.raises(ValueError, match="negative_overlap_iou=1.5"):
         MomentumPair(detector=pair.online, negative_overlap_iou=1.5)
+
+
+def test_the_pair_reads_its_losses_and_metrics_from_the_device_once(cfg, fixed_batch):
+    """Outside the detectors' forwards and the contrastive losses, a pre-training forward waits
+    for the device once (one stacked read of the losses and the logged values), and what it logs
+    is what the tensors hold."""
+    import aligndet_d2.modeling.momentum as momentum_module
+    from aligndet_d2.utils.op_count import OpCounter
+
+    torch.manual_seed(0)
+    pair = instantiate(cfg.model).train()
+    pair.copy_online_to_momentum()
+    counter = OpCounter(base_phase="pair")
+    seen = {}
+    original = momentum_module.box_contrastive_loss
+
+    def contrastive(*a, **k):
+        with counter.phase("contrastive"):
+            loss, metrics = original(*a, **k)
+        seen.setdefault("loss" if "fixed" in seen else "fixed", (loss, metrics))
+        return loss, metrics
+
+    for branch in (pair.online, pair.momentum):
+        fn = branch.forward_pretrain
+        branch.forward_pretrain = lambda *a, fn=fn, **k: _in(counter, "detector", fn, *a, **k)
+    momentum_module.box_contrastive_loss = contrastive
+    try:
+        with EventStorage() as storage, counter:
+            pair(fixed_batch)
+    finally:
+        momentum_module.box_contrastive_loss = original
+    # What is left: make_ids_unique's check and offset per image (2 images: torch.equal and
+    # int(max) each) and the fixed-set probe's boolean selections (4). The losses' finiteness and
+    # the 9 logged values are one .tolist(), which on a CPU tensor does not reach the dispatcher
+    # (on a GPU it is one copy to the host); each was an .item() before.
+    assert dict(counter.syncs["pair"]) == {"_local_scalar_dense": 2, "equal": 2, "index": 4}
+    latest = storage.latest()
+    loss, metrics = seen["fixed"]  # the first call is the training loss's
+    assert latest["con_acc"][0] == metrics["accuracy"].item()
+    assert latest["con/chance"][0] == metrics["chance"].item()
+    fixed_loss, _ = seen["loss"]
+    assert latest["con_fixed/loss"][0] == fixed_loss.item()
+
+
+def _in(counter, name, fn, *a, **k):
+    with counter.phase(name):
+        return fn(*a, **k)

@@ -168,9 +168,12 @@ class MomentumPair(nn.Module):
             for name in copied:
                 momentum[name].copy_(online[name])
         # The reference leaves buffers as loaded; copying them keeps the copy's norm statistics
-        # equal to the online ones (the same here: every norm layer is frozen or GroupNorm).
-        for bq, bk in zip(self.online.buffers(), self.momentum.buffers()):
-            bk.copy_(bq)
+        # equal to the online ones (the same here: every norm layer is frozen or GroupNorm). One
+        # fused copy: a frozen backbone has hundreds of buffers, one kernel each otherwise
+        # (benchmarks/results/step_ops.md).
+        buffers = list(zip(self.online.buffers(), self.momentum.buffers()))
+        if buffers:
+            torch._foreach_copy_([bk for _, bk in buffers], [bq for bq, _ in buffers])
 
     def forward(self, batched_inputs: List[Dict]) -> Dict[str, torch.Tensor]:
         """
@@ -204,7 +207,6 @@ class MomentumPair(nn.Module):
             )
         loss_con, metrics, per_stage = self._contrastive(queries, keys, excluded)
         losses["loss_con"] = loss_con * self.loss_weight
-        self._check_finite(losses)
         with torch.no_grad():
             fixed_loss, fixed = box_contrastive_loss(
                 queries.emb[queries.fixed],
@@ -215,25 +217,29 @@ class MomentumPair(nn.Module):
                 excluded=excluded,
             )
         self.degenerate_boxes += sum(int(d.get("degenerate_boxes", 0)) for d in batched_inputs)
-        storage = get_event_storage()
-        storage.put_scalars(
-            con_acc=metrics["accuracy"].item(),
-            **{
-                "con/chance": metrics["chance"].item(),
-                "con/floor": metrics["floor"].item(),
-                "con/num_queries": float((queries.ids >= 0).sum()),
-                "con/num_negatives": metrics["num_negatives"].item(),
-                "con_fixed/loss": fixed_loss.item(),
-                "con_fixed/acc": fixed["accuracy"].item(),
-                "con_fixed/chance": fixed["chance"].item(),
-                "con_fixed/floor": fixed["floor"].item(),
-            },
-        )
+        scalars = {
+            "con_acc": metrics["accuracy"],
+            "con/chance": metrics["chance"],
+            "con/floor": metrics["floor"],
+            "con/num_queries": (queries.ids >= 0).sum(),
+            "con/num_negatives": metrics["num_negatives"],
+            "con_fixed/loss": fixed_loss,
+            "con_fixed/acc": fixed["accuracy"],
+            "con_fixed/chance": fixed["chance"],
+            "con_fixed/floor": fixed["floor"],
+        }
         if len(per_stage) > 1:
-            storage.put_scalars(**{f"con/stage{k}": v for k, v in enumerate(per_stage)})
+            scalars.update({f"con/stage{k}": v for k, v in enumerate(per_stage)})
         if excluded is not None:
             # Per proposal, how many others of its image are left out of its negatives.
-            storage.put_scalar("con/overlapping_ids", float(excluded.sum(dim=1).float().mean()))
+            scalars["con/overlapping_ids"] = excluded.sum(dim=1).float().mean()
+        # The losses (for their finiteness) and every logged value in one read from the device:
+        # a scalar read each would wait for the device a dozen times per step.
+        read = [*losses.values(), *scalars.values()]
+        values = torch.stack([v.detach().float().reshape(()) for v in read]).tolist()
+        self._check_finite(dict(zip(losses, values)))
+        storage = get_event_storage()
+        storage.put_scalars(**dict(zip(scalars, values[len(losses) :])))
         storage.put_scalar(
             "pretrain/degenerate_boxes", float(self.degenerate_boxes), smoothing_hint=False
         )
@@ -243,7 +249,7 @@ class MomentumPair(nn.Module):
         """The contrastive loss; for a cascade (samples with a ``stage``), one loss per stage,
         online stage k against momentum stage k, summed with the detector's
         ``contrastive_stage_weights``. Returns (loss, the first stage's metrics, per-stage
-        losses)."""
+        losses, detached)."""
         if queries.stage is None:
             loss, metrics = box_contrastive_loss(
                 queries.emb,
@@ -254,7 +260,7 @@ class MomentumPair(nn.Module):
                 self.gather_negatives,
                 excluded,
             )
-            return loss, metrics, [loss.item()]
+            return loss, metrics, [loss.detach()]
         weights = self.online.contrastive_stage_weights
         total, first, per_stage = 0.0, None, []
         for k, w in enumerate(weights):
@@ -271,14 +277,14 @@ class MomentumPair(nn.Module):
             total = total + w * loss
             if first is None:
                 first = metrics
-            per_stage.append(loss.item())
+            per_stage.append(loss.detach())
         return total, first, per_stage
 
     @staticmethod
-    def _check_finite(losses: Dict[str, torch.Tensor]) -> None:
-        values = torch.stack([v.detach().float() for v in losses.values()])
-        if not torch.isfinite(values).all():
-            bad = {k: v.item() for k, v in losses.items() if not torch.isfinite(v).all()}
+    def _check_finite(values: Dict[str, float]) -> None:
+        """Raises FloatingPointError naming the non-finite ones of the losses' values."""
+        bad = {k: v for k, v in values.items() if not math.isfinite(v)}
+        if bad:
             raise FloatingPointError(
                 f"non-finite pre-training loss at iteration {get_event_storage().iter}: "
                 + ", ".join(f"{k} = {v}" for k, v in bad.items())
