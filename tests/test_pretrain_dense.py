@@ -49,6 +49,48 @@ def test_embed_at_equals_the_full_maps(pair):
     torch.testing.assert_close(got, full.reshape(-1, head.embed_dim)[index], rtol=1e-4, atol=1e-5)
 
 
+def _embed_at_per_anchor(head, feats, index):
+    """The definition, one sample at a time: the last projection layer's slice of the sample's
+    anchor applied to the feature vector at the sample's image, level and position."""
+    a_num, d = head.num_anchors, head.embed_dim
+    weight = head.projector[-1].weight.view(a_num, d, -1)
+    bias = head.projector[-1].bias.view(a_num, d)
+    sizes = [f.shape[2] * f.shape[3] * a_num for f in feats]
+    rows = []
+    for i in index.tolist():
+        img, r = divmod(i, sum(sizes))
+        level = 0
+        while r >= sizes[level]:
+            r -= sizes[level]
+            level += 1
+        pos, a = divmod(r, a_num)
+        h, w = divmod(pos, feats[level].shape[3])
+        rows.append(weight[a] @ feats[level][img, :, h, w] + bias[a])
+    return torch.stack(rows)
+
+
+def test_embed_at_equals_a_per_anchor_reference_with_its_gradients(pair):
+    det, model = pair
+    head = model.online.head
+    torch.manual_seed(2)
+    feats = [torch.randn(2, 128, s, s + 1, requires_grad=True) for s in (6, 3, 2, 1, 1)]
+    total = 2 * sum(f.shape[2] * f.shape[3] for f in feats) * head.num_anchors
+    # Every level and anchor, both images, repeated indices, out of order.
+    index = torch.cat([torch.randperm(total)[:120], torch.tensor([0, total - 1, 0])])
+    got = head.embed_at(feats, index)
+    ref = _embed_at_per_anchor(head, feats, index)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(ref)
+    params = [head.projector[-1].weight, head.projector[-1].bias, *feats]
+    grads = torch.autograd.grad((got * g).sum(), params)
+    ref_grads = torch.autograd.grad((ref * g).sum(), params)
+    # The weight's gradient sums over the ~120 samples in another order: float32 rounding of
+    # such a sum is ~1e-6 of its terms.
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert head.embed_at(feats, index[:0]).shape == (0, head.embed_dim)
+
+
 def test_projection_shapes(pair):
     det, model = pair
     head = model.online.head
