@@ -8,7 +8,8 @@ momentum update after each step), then ``supervised_frozen`` (the paper-setting 
 with the same frozen backbone on the same images' human boxes). Both at the paper's per-GPU batch
 (2) and input sizes. Prints s/iter (median of the timed steps, data loading excluded: the steps
 cycle over pre-loaded batches), their ratio, peak GPU memory and the mean loss over the first and
-the last cycle of batches (finite or not). Run through scripts/gpu_check.sh, which installs what a
+the last cycle of batches (finite or not), and the aten operators and host syncs of one more step
+(``aligndet_d2.utils.op_count.OpCounter``). Run through scripts/gpu_check.sh, which installs what a
 bare GPU image lacks; with the set-up done, directly:
 
     python benchmarks/gpu_check.py --data .gpu_check/coco256 --detectors faster_rcnn fcos
@@ -99,6 +100,8 @@ def _arm(cfg, arm: str, iters: int, warmup: int, precision) -> dict:
     from detectron2.engine import AMPTrainer, SimpleTrainer
     from detectron2.utils.events import EventStorage
 
+    from aligndet_d2.utils.op_count import OpCounter
+
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(cfg.train.device).train()
     cfg.optimizer.params.model = model
@@ -138,6 +141,16 @@ def _arm(cfg, arm: str, iters: int, warmup: int, precision) -> dict:
                 times.append(time.perf_counter() - t)
             losses.append(storage.latest()["total_loss"][0])
             storage.step()
+        # One more step, untimed, with every aten operator counted (benchmarks/step_ops.py
+        # counts the CPU configs; this is the paper setting as it runs on the GPU, AMP casts
+        # included).
+        counter = OpCounter()
+        storage.iter = trainer.iter = warmup + iters
+        with counter:
+            trainer.run_step()
+            if arm == "pretrain":
+                model.update_momentum(0.996)
+        sync()
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else float("nan")
     del trainer, opt, model, batches
     if cuda:
@@ -150,6 +163,8 @@ def _arm(cfg, arm: str, iters: int, warmup: int, precision) -> dict:
         "last_loss": statistics.mean(losses[-LOADED_BATCHES:]),
         "finite": all(math.isfinite(x) for x in losses),
         "iters": iters,
+        "aten_ops": counter.total(),
+        "host_syncs": counter.total_syncs(),
     }
 
 
@@ -211,13 +226,15 @@ def main(argv=None) -> int:
             say(
                 f"{det:12s} {arm:18s} {r['s_per_iter']:.3f} s/iter  peak {r['peak_gpu_mb']:.0f} "
                 f"MiB  loss {r['first_loss']:.3f} -> {r['last_loss']:.3f} "
-                f"({'finite' if r['finite'] else 'NOT FINITE'})  [{time.perf_counter() - t:.0f} s]"
+                f"({'finite' if r['finite'] else 'NOT FINITE'})  {r['aten_ops']} aten ops, "
+                f"{r['host_syncs']} host syncs  [{time.perf_counter() - t:.0f} s]"
             )
         pt, sv = results[det]["pretrain"], results[det]["supervised_frozen"]
         say(
             f"{det:12s} pre-training / supervised: "
             f"time x{pt['s_per_iter'] / sv['s_per_iter']:.2f}, "
-            f"memory x{pt['peak_gpu_mb'] / sv['peak_gpu_mb']:.2f}"
+            f"memory x{pt['peak_gpu_mb'] / sv['peak_gpu_mb']:.2f}, "
+            f"aten ops x{pt['aten_ops'] / sv['aten_ops']:.2f}"
         )
     ok = all(r["finite"] for d in results.values() for r in d.values())
     say("gpu_check: OK" if ok else "gpu_check: a loss was not finite")

@@ -9,7 +9,8 @@
 # Installs Detectron2's code and the prepared wheels into a temporary folder (no network, nothing
 # outside it is changed), then runs benchmarks/gpu_check.py: 30 iterations of the paper-setting
 # pre-training (R-50-FPN, random init, coco256 at the paper's input sizes, AMP) and of the supervised
-# step with the same frozen backbone; prints s/iter, their ratio and peak GPU memory.
+# step with the same frozen backbone; prints s/iter, their ratio, peak GPU memory and the aten operators
+# and host syncs of one more step (aligndet_d2/utils/op_count.py).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
