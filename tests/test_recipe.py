@@ -132,7 +132,8 @@ def test_bad_input_is_refused_before_anything_runs(tmp_path):
         "outside the",
         "unknown class",
     )
-    assert msg.splitlines()[0].startswith(f"recipe inputs ({root / 'images'})")
+    # One line each; the corrupt image, found in the folder and in the json, is listed once.
+    assert msg.splitlines()[0].startswith(f"recipe inputs ({root / 'images'}): 4 problem(s)")
 
 
 def test_an_empty_image_folder_is_refused(tmp_path):

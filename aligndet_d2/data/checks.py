@@ -22,6 +22,7 @@ __all__ = [
     "DatasetError",
     "Problem",
     "check_coco_dataset",
+    "coco_dataset_problems",
     "check_image",
     "check_same_classes",
     "class_names",
@@ -154,6 +155,34 @@ def check_coco_dataset(
     num_classes_key: str = "num_classes",
     decode: bool = True,
 ) -> Dict[str, Any]:
+    """:func:`coco_dataset_problems`, raising them.
+
+    Returns:
+        The json, loaded.
+
+    Raises:
+        DatasetError: listing every problem, one line each naming the file.
+    """
+    data, problems = coco_dataset_problems(
+        json_file,
+        image_root,
+        num_classes=num_classes,
+        num_classes_key=num_classes_key,
+        decode=decode,
+    )
+    if problems:
+        raise DatasetError(format_problems(problems, f"dataset {json_file}"))
+    return data
+
+
+def coco_dataset_problems(
+    json_file: str,
+    image_root: str,
+    *,
+    num_classes: Optional[int] = None,
+    num_classes_key: str = "num_classes",
+    decode: bool = True,
+) -> Tuple[Optional[Dict[str, Any]], List[Problem]]:
     """Checks a labelled COCO json and its images before training or evaluation.
 
     Checked: the json is a COCO instances json with at least one image; image ids are unique;
@@ -171,14 +200,11 @@ def check_coco_dataset(
             it exists.
 
     Returns:
-        The json, loaded.
-
-    Raises:
-        DatasetError: listing every problem, one line each naming the file.
+        ``(the json or None when it cannot be read, the problems)``.
     """
     data, problems = _read_json(json_file)
     if data is None:
-        raise DatasetError(format_problems(problems, json_file))
+        return None, problems
     if not data["images"]:
         problems.append(Problem(json_file, "no images"))
     cats = {c.get("id"): c.get("name") for c in data["categories"]}
@@ -238,9 +264,7 @@ def check_coco_dataset(
         problem = _check_box(a, sizes.get(a["image_id"]))
         if problem:
             problems.append(Problem(image, f"{where}: {problem}"))
-    if problems:
-        raise DatasetError(format_problems(problems, f"dataset {json_file}"))
-    return data
+    return data, problems
 
 
 def class_names(data: Dict[str, Any]) -> List[str]:

@@ -39,10 +39,10 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 from ..data.checks import (
     DatasetError,
     Problem,
-    check_coco_dataset,
     check_image,
     check_same_classes,
     class_names,
+    coco_dataset_problems,
     format_problems,
     list_image_files,
 )
@@ -245,12 +245,9 @@ class Recipe:
             print("  " + format_changes(changes).replace("\n", "\n  "))
         datasets = {}
         for name, path in (("train", train_json), ("val", s.val_json)):
-            if not path:
-                continue
-            try:
-                datasets[name] = check_coco_dataset(path, self.images)
-            except DatasetError as e:
-                problems.append(Problem(path, str(e).split("\n", 1)[-1].strip() or str(e)))
+            if path:
+                datasets[name], found = coco_dataset_problems(path, self.images)
+                problems += [p for p in found if p not in problems]  # a pool image once
         if problems:
             raise DatasetError(format_problems(problems, f"recipe inputs ({self.images})"))
         train = datasets["train"]
