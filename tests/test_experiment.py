@@ -169,7 +169,7 @@ def test_two_manifests_of_one_file_keep_each_others_rows(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "name", ["quality", "momentum", "clusters", "speed", "proposals", "step_ops"]
+    "name", ["quality", "momentum", "clusters", "speed", "proposals", "step_ops", "loader"]
 )
 def test_report_only_writes_every_committed_report_again_identically(name, tmp_path, capsys):
     # Each report's markdown is a function of its committed json: --report-only runs nothing
