@@ -194,3 +194,24 @@ def test_weights_with_adapters_need_the_adapters_switch(tmp_path):
     ):
         check_init_checkpoint(plain, str(path))
     check_init_checkpoint(instantiate(cfg.model), str(path))  # with the switch: fine
+
+
+def test_a_wrong_size_a_repeated_id_a_bad_box_and_an_unreadable_json_are_named(tmp_path):
+    root = tiny_dataset(tmp_path / "d", train=2)
+    path = root / "annotations" / "train.json"
+    d = json.loads(path.read_text())
+    ims = d["images"]
+    w, h = ims[0]["width"], ims[0]["height"]
+    ims[0]["width"] = w + 7
+    d["images"].append(dict(ims[1]))  # the same id twice
+    d["annotations"][0]["bbox"] = [1, 2, 3]
+    path.write_text(json.dumps(d))
+    with pytest.raises(DatasetError) as e:
+        check_coco_dataset(str(path), str(root / "images"))
+    msg = str(e.value)
+    assert f"the image is {w}x{h} but the json says {w + 7}x{h}" in msg
+    assert f"image id {ims[1]['id']} appears twice" in msg
+    assert "box [1, 2, 3] is not 4 numbers [x, y, width, height]" in msg
+    path.write_text("{not json")
+    with pytest.raises(DatasetError, match=f"{path}: cannot read the json"):
+        check_coco_dataset(str(path), str(root / "images"))
